@@ -1,0 +1,54 @@
+# Robostral Agent: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.robostral-setup
+# Offline by contract: nothing is ever fetched from a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MUJOCO_GL ?= osmesa
+export PYOPENGL_PLATFORM ?= osmesa
+# Cross-process ROS tests stay on this host, in a domain chosen per run (tests add offsets).
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export AMENT_PREFIX_PATH := $(abspath $(VENV)):$(AMENT_PREFIX_PATH)
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint demo bench model colcon-check clean help
+
+help:
+	@echo "make demo   - run the demo on the embedded defaults (sets up on first use)"
+	@echo "make test   - ruff + the whole test suite (sets up on first use)"
+	@echo "make setup  - create/update $(VENV) (idempotent)"
+	@echo "make lint   - ruff only"
+	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+	@echo "make colcon-check - colcon build the package in a temporary workspace"
+
+setup: $(STAMP)
+
+$(STAMP): tools/setup_env.sh requirements/ros.txt requirements/base.txt requirements/nodeps.txt setup.py setup.cfg package.xml
+	VENV=$(VENV) bash tools/setup_env.sh
+	@touch $@
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( (RANDOM % 20) * 5 + 1 ))} \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	@echo "make demo: the demo is not built yet (it arrives with the end-to-end issue)."
+	@echo "What exists today is listed in README.md; run 'make test' to exercise it."
+	@exit 2
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+colcon-check: $(STAMP)
+	bash tools/colcon_check.sh
+
+clean:
+	rm -rf build install log .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Safety supervisor core (pure, no rclpy): policy, rules, latch, approvals, audit log."""

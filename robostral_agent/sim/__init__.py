@@ -1,0 +1,1 @@
+"""MuJoCo reference work cell: scene, rendering, arm, executor, ground truth (no rclpy)."""

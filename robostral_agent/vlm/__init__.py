@@ -1,0 +1,1 @@
+"""Vision-language model backends, output formats, parsers and grounding (no rclpy)."""
