@@ -42,6 +42,9 @@ setup(
     description='VLM agent, fail-closed safety supervisor and MuJoCo work cell for ROS 2.',
     license='Apache-2.0',
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'supervisor_node = robostral_agent.ros.supervisor_node:main',
+            'robostral = robostral_agent.cli:main',
+        ],
     },
 )

@@ -17,6 +17,7 @@ PACKAGE = ROOT / 'robostral_agent'
 # Top-level import name -> the package.xml key that provides it.
 IMPORT_KEYS = {
     'rclpy': 'rclpy',
+    'rcl_interfaces': 'rcl_interfaces',
     'std_msgs': 'std_msgs',
     'std_srvs': 'std_srvs',
     'sensor_msgs': 'sensor_msgs',
