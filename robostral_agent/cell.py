@@ -48,6 +48,17 @@ CAMERA_FOVY_DEG: Final = 37.0
 IMAGE_WIDTH: Final = 640
 IMAGE_HEIGHT: Final = 480
 
+# The arm's rest pose: where it stands at start, after a reset and after a scene load. Folded
+# low to the left of the base with the tool pointing forward (+x), so that no robot pixel
+# covers the free placement area or the bins in the camera image (test_sim_cell checks it
+# with a segmentation render), while the tool centre point is inside the policy workspace and
+# outside every keep-out zone, so the supervisor's first-leg checks from the published tool
+# pose pass. Orientation [x, y, z, w]: 90 degrees about y turns the tool's +z to base +x.
+REST_TCP_POSITION: Final = (0.18, 0.38, 0.12)
+REST_TCP_ORIENTATION: Final = (0.0, 0.7071067811865476, 0.0, 0.7071067811865476)
+# The tool pointing straight down (+z of the tool along -z of the base), as targets use it.
+TOOL_DOWN: Final = (1.0, 0.0, 0.0, 0.0)
+
 assert set(COLOR_RGBA) == set(COLORS)
 assert set(OBJECT_HEIGHT) == set(SHAPES)
 assert set(BIN_CENTERS) == set(BINS)

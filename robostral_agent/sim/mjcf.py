@@ -1,0 +1,344 @@
+"""The MJCF of the reference work cell, generated from :mod:`robostral_agent.cell`.
+
+One function, :func:`cell_mjcf`, writes the whole model as an XML string: the table (its top
+is ``z = 0`` = ``base_link``), the two bins, the fixed RGB-D camera, a 6-axis industrial-style
+arm with a parallel gripper, and the objects of one scene. Generating text (rather than
+editing a template file) keeps every dimension tied to ``cell.py``, so the simulator, the
+Gazebo world test and the agent's default camera pose cannot drift apart; the string is also
+easy to dump and open in MuJoCo's viewer (``python -m robostral_agent.sim.mjcf > cell.xml``).
+
+The arm is an anthropomorphic 6R manipulator with a spherical wrist (the layout of most
+industrial arms): pan (z), shoulder and elbow pitch (y), forearm roll, wrist pitch, flange
+roll. Its links are visual only (no contacts), which keeps the contact set small and the
+physics fast; the gripper's palm and fingers collide with everything. Each joint carries a
+position servo and a velocity servo (a PD controller with velocity feed-forward) and gravity
+compensation, so the executor commands joint trajectories and physics does the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from robostral_agent import cell
+from robostral_agent.contract import Scene, SceneObject
+
+# --- Arm dimensions (metres) and joint data -------------------------------------------------
+
+PEDESTAL_HEIGHT: Final = 0.15
+SHOULDER_HEIGHT: Final = 0.40  # shoulder (joint 2) axis above the table
+UPPER_ARM: Final = 0.55  # shoulder -> elbow
+FOREARM: Final = 0.55  # elbow -> wrist centre (joint 5 axis)
+FOREARM_ROLL_AT: Final = 0.30  # joint 4 sits this far along the forearm
+WRIST_TO_FLANGE: Final = 0.08
+PALM_LENGTH: Final = 0.05
+FINGER_LENGTH: Final = 0.09
+FINGER_THICKNESS: Final = 0.012
+FINGER_WIDTH: Final = 0.04  # pad size across the closing direction
+FINGER_OPEN: Final = 0.04  # per finger: 8 cm between open pads
+TCP_ABOVE_FINGERTIP: Final = 0.012  # the tool centre point sits this far above the tips
+FLANGE_TO_TCP: Final = PALM_LENGTH + FINGER_LENGTH - TCP_ABOVE_FINGERTIP
+WRIST_TO_TCP: Final = WRIST_TO_FLANGE + FLANGE_TO_TCP
+
+ARM_JOINTS: Final = ('joint1', 'joint2', 'joint3', 'joint4', 'joint5', 'joint6')
+FINGER_JOINTS: Final = ('finger_left', 'finger_right')
+# Joint ranges (radians) of a typical industrial arm of this class.
+JOINT_RANGES: Final = (
+    (-3.05, 3.05),
+    (-1.75, 2.0),
+    (-2.7, 2.4),
+    (-3.05, 3.05),
+    (-2.2, 2.2),
+    (-3.05, 3.05),
+)
+# Servo stiffness (N m / rad) and reflected motor inertia (kg m^2) per joint. The stiffness
+# is high enough that a halted arm stops within a few tens of milliseconds; the armature keeps
+# the stiff servos stable at the 2 ms time step.
+JOINT_KP: Final = (20000.0, 20000.0, 15000.0, 2000.0, 2000.0, 600.0)
+JOINT_ARMATURE: Final = (1.0, 1.0, 0.6, 0.08, 0.08, 0.02)
+# Rough link inertia seen by each joint (kg m^2), for critically damped velocity gains.
+_LINK_INERTIA: Final = (3.0, 2.5, 1.0, 0.05, 0.03, 0.01)
+JOINT_KV: Final = tuple(
+    2.0 * math.sqrt(kp * (armature + inertia))
+    for kp, armature, inertia in zip(JOINT_KP, JOINT_ARMATURE, _LINK_INERTIA, strict=True)
+)
+GRIP_FORCE: Final = 20.0  # newtons per finger at most
+GRIP_KP: Final = 800.0
+
+TIMESTEP: Final = 0.002
+TABLE_SIZE: Final = (1.2, 1.6)  # x, y extent of the table top
+TABLE_CENTER_XY: Final = (0.35, 0.0)
+TABLE_THICKNESS: Final = 0.04
+BIN_FLOOR_THICKNESS: Final = 0.004
+OBJECT_MASS: Final = 0.05
+
+# Names the rest of the simulator looks up.
+TCP_SITE: Final = 'tcp'
+CAMERA_NAME: Final = 'rgbd'
+GRIP_ACTUATOR: Final = 'grip'
+
+
+def _f(values: Iterable[float]) -> str:
+    """Space-separated numbers with enough digits for sub-micrometre positions."""
+    return ' '.join(f'{v:.9g}' for v in values)
+
+
+def mujoco_camera_quat(orientation_xyzw: Sequence[float]) -> np.ndarray:
+    """MuJoCo ``quat`` (w, x, y, z) of a camera whose optical frame has ``orientation_xyzw``.
+
+    A MuJoCo camera looks along its -z with +y up: the optical frame (REP 103: z forward,
+    y down) turned 180 degrees about its x axis.
+    """
+    from scipy.spatial.transform import Rotation
+
+    optical = Rotation.from_quat(np.asarray(orientation_xyzw, dtype=np.float64))
+    mj = optical * Rotation.from_rotvec([math.pi, 0.0, 0.0])
+    x, y, z, w = mj.as_quat()
+    return np.array([w, x, y, z])
+
+
+@dataclass(frozen=True)
+class ObjectBody:
+    """How one scene object is named in the model (``index`` is its place in the scene)."""
+
+    index: int
+    obj: SceneObject
+
+    @property
+    def body(self) -> str:
+        return f'object{self.index}'
+
+    @property
+    def geom(self) -> str:
+        return f'object{self.index}_geom'
+
+    @property
+    def joint(self) -> str:
+        return f'object{self.index}_free'
+
+
+def _object_xml(item: ObjectBody) -> str:
+    obj = item.obj
+    rgba = _f(cell.COLOR_RGBA[obj.color])
+    z = cell.object_grasp_height(obj.shape)
+    half = cell.OBJECT_SIZE / 2.0
+    if obj.shape == 'cube':
+        geom = f'type="box" size="{_f((half, half, half))}"'
+    elif obj.shape == 'ball':
+        geom = f'type="sphere" size="{half:.9g}"'
+    else:
+        geom = f'type="cylinder" size="{_f((half, cell.CYLINDER_HEIGHT / 2.0))}"'
+    quat = _f((math.cos(obj.yaw / 2.0), 0.0, 0.0, math.sin(obj.yaw / 2.0)))
+    return (
+        f'<body name="{item.body}" pos="{_f((*obj.xy, z))}" quat="{quat}">'
+        f'<freejoint name="{item.joint}"/>'
+        f'<geom name="{item.geom}" class="object" {geom} rgba="{rgba}" mass="{OBJECT_MASS}"/>'
+        '</body>'
+    )
+
+
+def _bin_xml(name: str, center: tuple[float, float]) -> str:
+    inner, wall, height = cell.BIN_INNER, cell.BIN_WALL_THICKNESS, cell.BIN_WALL_HEIGHT
+    half_out = inner / 2.0 + wall
+    off = inner / 2.0 + wall / 2.0
+    walls = [
+        ((off, 0.0), (wall / 2.0, half_out)),
+        ((-off, 0.0), (wall / 2.0, half_out)),
+        ((0.0, off), (inner / 2.0, wall / 2.0)),
+        ((0.0, -off), (inner / 2.0, wall / 2.0)),
+    ]
+    parts = [
+        f'<geom name="{name}_floor" class="bin" type="box" '
+        f'pos="0 0 {BIN_FLOOR_THICKNESS / 2.0:.9g}" '
+        f'size="{_f((half_out, half_out, BIN_FLOOR_THICKNESS / 2.0))}"/>'
+    ]
+    for i, ((dx, dy), (sx, sy)) in enumerate(walls):
+        parts.append(
+            f'<geom name="{name}_wall{i}" class="bin" type="box" '
+            f'pos="{_f((dx, dy, height / 2.0))}" size="{_f((sx, sy, height / 2.0))}"/>'
+        )
+    return f'<body name="{name}" pos="{_f((*center, cell.TABLE_TOP_Z))}">{"".join(parts)}</body>'
+
+
+def _arm_xml() -> str:
+    """The arm, from the pedestal to the fingers; zero pose: upper arm up, forearm forward."""
+    r = JOINT_RANGES
+    finger_x = PALM_LENGTH + FINGER_LENGTH / 2.0
+    finger_half = (FINGER_LENGTH / 2.0, FINGER_THICKNESS / 2.0, FINGER_WIDTH / 2.0)
+    # The TCP frame: +z (approach) along the flange axis (+x of link 6), +y against link 6's y,
+    # so that with the tool pointing down and no yaw it is [1, 0, 0, 0] in base_link.
+    tcp_quat = _f((0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)))
+    return f"""
+    <body name="pedestal" pos="0 0 0">
+      <geom class="arm_dark" type="cylinder" size="0.1 {PEDESTAL_HEIGHT / 2:.9g}"
+            pos="0 0 {PEDESTAL_HEIGHT / 2:.9g}"/>
+      <body name="link1" pos="0 0 {PEDESTAL_HEIGHT:.9g}" gravcomp="1">
+        <inertial pos="0 0 0.12" mass="8" diaginertia="0.12 0.12 0.08"/>
+        <joint name="joint1" axis="0 0 1" range="{_f(r[0])}" armature="{JOINT_ARMATURE[0]}"/>
+        <geom class="arm" type="cylinder" size="0.09 0.1" pos="0 0 0.1"/>
+        <body name="link2" pos="0 0 {SHOULDER_HEIGHT - PEDESTAL_HEIGHT:.9g}" gravcomp="1">
+          <inertial pos="0 0 {UPPER_ARM / 2:.9g}" mass="6" diaginertia="0.17 0.17 0.02"/>
+          <joint name="joint2" axis="0 1 0" range="{_f(r[1])}" armature="{JOINT_ARMATURE[1]}"/>
+          <geom class="arm_dark" type="cylinder" size="0.085 0.1" quat="0.7071068 0.7071068 0 0"/>
+          <geom class="arm" type="capsule" fromto="0 0 0 0 0 {UPPER_ARM:.9g}" size="0.06"/>
+          <body name="link3" pos="0 0 {UPPER_ARM:.9g}" gravcomp="1">
+            <inertial pos="0.15 0 0" mass="3" diaginertia="0.01 0.05 0.05"/>
+            <joint name="joint3" axis="0 1 0" range="{_f(r[2])}"
+                   armature="{JOINT_ARMATURE[2]}"/>
+            <geom class="arm_dark" type="cylinder" size="0.07 0.085"
+                  quat="0.7071068 0.7071068 0 0"/>
+            <geom class="arm" type="capsule" fromto="0 0 0 {FOREARM_ROLL_AT:.9g} 0 0"
+                  size="0.05"/>
+            <body name="link4" pos="{FOREARM_ROLL_AT:.9g} 0 0" gravcomp="1">
+              <inertial pos="0.12 0 0" mass="2" diaginertia="0.004 0.01 0.01"/>
+              <joint name="joint4" axis="1 0 0" range="{_f(r[3])}"
+                     armature="{JOINT_ARMATURE[3]}"/>
+              <geom class="arm" type="capsule"
+                    fromto="0 0 0 {FOREARM - FOREARM_ROLL_AT:.9g} 0 0" size="0.042"/>
+              <body name="link5" pos="{FOREARM - FOREARM_ROLL_AT:.9g} 0 0" gravcomp="1">
+                <inertial pos="0.03 0 0" mass="1" diaginertia="0.002 0.002 0.002"/>
+                <joint name="joint5" axis="0 1 0" range="{_f(r[4])}"
+                       armature="{JOINT_ARMATURE[4]}"/>
+                <geom class="arm_dark" type="cylinder" size="0.045 0.05"
+                      quat="0.7071068 0.7071068 0 0"/>
+                <geom class="arm" type="cylinder" size="0.035 0.03" pos="0.04 0 0"
+                      quat="0.7071068 0 0.7071068 0"/>
+                <body name="link6" pos="{WRIST_TO_FLANGE:.9g} 0 0" gravcomp="1">
+                  <inertial pos="0.03 0 0" mass="0.8" diaginertia="0.002 0.002 0.002"/>
+                  <joint name="joint6" axis="1 0 0" range="{_f(r[5])}"
+                         armature="{JOINT_ARMATURE[5]}"/>
+                  <geom name="palm" class="gripper" type="box"
+                        pos="{PALM_LENGTH / 2:.9g} 0 0"
+                        size="{_f((PALM_LENGTH / 2, FINGER_OPEN + 0.025, 0.025))}"/>
+                  <site name="{TCP_SITE}" pos="{FLANGE_TO_TCP:.9g} 0 0" quat="{tcp_quat}"
+                        size="0.006" rgba="1 0 1 0.0"/>
+                  <body name="finger_left" pos="0 0 0" gravcomp="1">
+                    <inertial pos="{finger_x:.9g} 0.006 0" mass="0.05"
+                              diaginertia="1e-5 1e-5 1e-5"/>
+                    <joint name="finger_left" type="slide" axis="0 1 0"
+                           range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
+                    <geom name="finger_left_geom" class="finger" type="box"
+                          pos="{_f((finger_x, FINGER_THICKNESS / 2, 0))}"
+                          size="{_f(finger_half)}"/>
+                  </body>
+                  <body name="finger_right" pos="0 0 0" gravcomp="1">
+                    <inertial pos="{finger_x:.9g} -0.006 0" mass="0.05"
+                              diaginertia="1e-5 1e-5 1e-5"/>
+                    <joint name="finger_right" type="slide" axis="0 -1 0"
+                           range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
+                    <geom name="finger_right_geom" class="finger" type="box"
+                          pos="{_f((finger_x, -FINGER_THICKNESS / 2, 0))}"
+                          size="{_f(finger_half)}"/>
+                  </body>
+                </body>
+              </body>
+            </body>
+          </body>
+        </body>
+      </body>
+    </body>"""
+
+
+def _actuators_xml() -> str:
+    lines = []
+    for name, (lo, hi), kp in zip(ARM_JOINTS, JOINT_RANGES, JOINT_KP, strict=True):
+        lines.append(
+            f'<position name="{name}_pos" joint="{name}" kp="{kp:.9g}" '
+            f'ctrlrange="{_f((lo, hi))}"/>'
+        )
+    for name, kv in zip(ARM_JOINTS, JOINT_KV, strict=True):
+        lines.append(f'<velocity name="{name}_vel" joint="{name}" kv="{kv:.9g}"/>')
+    lines.append(
+        f'<position name="{GRIP_ACTUATOR}" joint="finger_left" kp="{GRIP_KP:.9g}" '
+        f'ctrlrange="0 {FINGER_OPEN:.9g}" forcerange="{_f((-GRIP_FORCE, GRIP_FORCE))}"/>'
+    )
+    return '\n    '.join(lines)
+
+
+def cell_mjcf(
+    scene: Scene,
+    camera: cell.CameraSpec | None = None,
+    offscreen_size: tuple[int, int] = (1280, 960),
+) -> str:
+    """The whole cell with ``scene``'s objects, as an MJCF string.
+
+    ``camera`` defaults to :func:`cell.reference_camera`; the offscreen buffer must be at
+    least as large as any image rendered from the model.
+    """
+    cam = camera or cell.reference_camera()
+    tx, ty = TABLE_CENTER_XY
+    table_half = (TABLE_SIZE[0] / 2.0, TABLE_SIZE[1] / 2.0, TABLE_THICKNESS / 2.0)
+    leg_height = 0.75 - TABLE_THICKNESS
+    legs = ''.join(
+        f'<geom class="furniture" type="box" size="0.03 0.03 {leg_height / 2:.9g}" '
+        f'pos="{_f((tx + sx * (table_half[0] - 0.06), ty + sy * (table_half[1] - 0.06), -TABLE_THICKNESS - leg_height / 2))}"/>'  # noqa: E501
+        for sx in (-1, 1)
+        for sy in (-1, 1)
+    )
+    objects = ''.join(_object_xml(ObjectBody(i, o)) for i, o in enumerate(scene.objects))
+    bins = ''.join(_bin_xml(f'{name}_bin', center) for name, center in cell.BIN_CENTERS.items())
+    width, height = offscreen_size
+    return f"""<mujoco model="robostral_workcell">
+  <compiler angle="radian" autolimits="true"/>
+  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <size memory="8M"/>
+  <statistic center="0.35 0 0.3" extent="1.5"/>
+  <visual>
+    <global offwidth="{width}" offheight="{height}"/>
+    <map znear="0.01" zfar="6"/>
+    <quality shadowsize="2048"/>
+    <headlight ambient="0.3 0.3 0.3" diffuse="0.3 0.3 0.3" specular="0.02 0.02 0.02"/>
+  </visual>
+  <asset>
+    <texture name="floor_tex" type="2d" builtin="checker" width="256" height="256"
+             rgb1="0.32 0.33 0.35" rgb2="0.28 0.29 0.31"/>
+    <material name="floor_mat" texture="floor_tex" texrepeat="8 8"/>
+    <material name="table_mat" rgba="0.62 0.60 0.56 1" specular="0.05" shininess="0.05"/>
+  </asset>
+  <default>
+    <geom contype="1" conaffinity="1" friction="0.8 0.005 0.0001" solref="0.004 1"/>
+    <default class="furniture"><geom rgba="0.45 0.45 0.47 1"/></default>
+    <default class="bin"><geom rgba="0.25 0.27 0.30 1"/></default>
+    <default class="object"><geom condim="4" friction="1.0 0.01 0.001"/></default>
+    <default class="arm"><geom contype="0" conaffinity="0" rgba="0.93 0.55 0.12 1"/></default>
+    <default class="arm_dark"><geom contype="0" conaffinity="0" rgba="0.2 0.2 0.22 1"/></default>
+    <default class="gripper"><geom rgba="0.25 0.25 0.28 1"/></default>
+    <default class="finger">
+      <geom condim="4" friction="1.5 0.02 0.001" rgba="0.15 0.15 0.15 1"/>
+    </default>
+  </default>
+  <worldbody>
+    <light name="sun" directional="true" pos="0.3 0.3 2.5" dir="-0.1 -0.1 -1"
+           diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1" castshadow="false"/>
+    <geom name="floor" type="plane" size="4 4 0.1" pos="0 0 -0.75" material="floor_mat"/>
+    <geom name="table" type="box" size="{_f(table_half)}"
+          pos="{_f((tx, ty, cell.TABLE_TOP_Z - TABLE_THICKNESS / 2))}" material="table_mat"/>
+    {legs}
+    <camera name="{CAMERA_NAME}" pos="{_f(cam.position)}"
+            quat="{_f(mujoco_camera_quat(cam.orientation))}" fovy="{cam.fovy_deg:.9g}"/>
+    {bins}
+    {_arm_xml()}
+    {objects}
+  </worldbody>
+  <contact>
+    <exclude body1="finger_left" body2="finger_right"/>
+  </contact>
+  <equality>
+    <joint joint1="finger_right" joint2="finger_left" polycoef="0 1 0 0 0"
+           solref="0.005 1"/>
+  </equality>
+  <actuator>
+    {_actuators_xml()}
+  </actuator>
+</mujoco>
+"""
+
+
+if __name__ == '__main__':  # pragma: no cover - a developer's aid
+    import sys
+
+    sys.stdout.write(cell_mjcf(Scene()))
