@@ -43,6 +43,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
+            'agent_node = robostral_agent.ros.agent_node:main',
             'supervisor_node = robostral_agent.ros.supervisor_node:main',
             'robostral = robostral_agent.cli:main',
         ],

@@ -1,0 +1,281 @@
+"""VLM backends: one interface, one real implementation on Hugging Face ``transformers``.
+
+:class:`TransformersBackend` loads a model directory from local disk only
+(``local_files_only=True``, ``HF_HUB_OFFLINE`` defaulted to 1 before transformers is
+imported, ``trust_remote_code`` off unless asked), picks device and dtype, reads the
+``robostral.yaml`` sidecar, hashes the weights, optionally compiles the output grammar, and
+warms up once. :meth:`generate` returns the answer text with, per generated token, its
+character span and its probability under the final (possibly grammar-masked) distribution,
+so that callers can score any part of the answer.
+
+The weights' SHA-256: of ``model.safetensors`` when it is the only weights file (it equals
+``sha256sum model.safetensors``); for sharded checkpoints, of the concatenated bytes of all
+``*.safetensors`` files in sorted name order (``*.bin`` when there is no safetensors file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from robostral_agent.vlm.model_card import ModelCard, ModelCardError, load_model_card
+
+DEVICES = ('auto', 'cpu', 'cuda')
+DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
+_CHUNK = 1 << 20
+
+
+class BackendError(RuntimeError):
+    """The model cannot be loaded or run; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One answer: text, per-token probabilities and character spans, and stage timings."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    token_probs: tuple[float, ...]
+    token_spans: tuple[tuple[int, int], ...]
+    preprocess_ms: float
+    generate_ms: float
+    finished: bool  # the model stopped by itself (stop token), not at max_new_tokens/time
+    timed_out: bool
+
+    def confidence(self, spans: tuple[tuple[int, int], ...]) -> float:
+        """Geometric mean of the probabilities of the tokens that overlap ``spans``.
+
+        The geometric mean is the per-token likelihood of the whole box-and-label string: one
+        unlikely token pulls it down, forced tokens (probability 1 under a grammar) do not
+        dilute it. No overlapping token (cannot happen for parsed text) gives 0.
+        """
+        logs = [
+            math.log(max(p, 1e-12))
+            for p, (a, b) in zip(self.token_probs, self.token_spans, strict=True)
+            if any(a < end and start < b for start, end in spans)
+        ]
+        return math.exp(sum(logs) / len(logs)) if logs else 0.0
+
+
+class Backend(Protocol):
+    """What the agent needs from a model: identity, its card, and one call."""
+
+    name: str
+    sha256: str
+    device: str
+    dtype: str
+    card: ModelCard
+    warnings: tuple[str, ...]
+
+    def generate(self, image: np.ndarray, prompt: str, timeout_s: float) -> Generation:
+        """Answer ``prompt`` about ``image`` (``(H, W, 3)`` uint8 RGB) within ``timeout_s``."""
+        ...
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """SHA-256 (hex) of the weights, as the module docstring defines it."""
+    files = sorted(Path(model_dir).glob('*.safetensors')) or sorted(Path(model_dir).glob('*.bin'))
+    if not files:
+        raise BackendError(f'no weights (*.safetensors or *.bin) in {model_dir}')
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open('rb') as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def choose_device(device: str, dtype: str) -> tuple[str, str]:
+    """``auto``: CUDA with bf16 (fp16 where bf16 is unsupported) when available, else CPU fp32."""
+    import torch
+
+    if device not in DEVICES:
+        raise BackendError(f'device {device!r} is not one of {", ".join(DEVICES)}')
+    if dtype not in DTYPES:
+        raise BackendError(f'dtype {dtype!r} is not one of {", ".join(DTYPES)}')
+    cuda = torch.cuda.is_available()
+    if device == 'cuda' and not cuda:
+        raise BackendError('device cuda was asked for, but torch sees no CUDA device')
+    chosen = 'cuda' if device == 'cuda' or (device == 'auto' and cuda) else 'cpu'
+    if dtype == 'auto':
+        if chosen == 'cuda':
+            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        else:
+            dtype = 'float32'
+    return chosen, dtype
+
+
+class TransformersBackend:
+    """A local ``AutoModelForImageTextToText`` + ``AutoProcessor`` behind :class:`Backend`."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = 'auto',
+        dtype: str = 'auto',
+        trust_remote_code: bool = False,
+        constrained: bool | None = None,
+        warmup: bool = True,
+    ) -> None:
+        path = Path(model_dir).expanduser()
+        if not path.is_dir():
+            raise BackendError(f'model directory {path} does not exist')
+        try:
+            self.card = load_model_card(path)
+        except ModelCardError as exc:
+            raise BackendError(str(exc)) from exc
+        if constrained is not None:
+            self.card = replace(self.card, constrained=constrained)
+        self.path = path
+        self.name = self.card.name
+        self.sha256 = weights_sha256(path)
+        self.device, self.dtype = choose_device(device, dtype)
+        self._load(trust_remote_code)
+        self.warnings = self._check_limits()
+        self.calls = 0
+        if warmup:
+            self._warm_up()
+
+    def _load(self, trust_remote_code: bool) -> None:
+        os.environ.setdefault('HF_HUB_OFFLINE', '1')  # effective when transformers is new here
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self._torch = torch
+        options = {'local_files_only': True, 'trust_remote_code': trust_remote_code}
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.path, **options)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.path, dtype=getattr(torch, self.dtype), **options
+            )
+        except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+            raise BackendError(f'cannot load {self.path}: {type(exc).__name__}: {exc}') from exc
+        self.model.to(self.device).eval()
+        self.tokenizer = self.processor.tokenizer
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.stop_token_ids = [eos] if isinstance(eos, int) else list(eos)
+        pad = self.model.generation_config.pad_token_id
+        self._drop_ids = {*self.stop_token_ids, *([pad] if pad is not None else [])}
+        self.constraint = None
+        if self.card.constrained:
+            from robostral_agent.vlm.constrained import GrammarConstraint
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            try:
+                self.constraint = GrammarConstraint(
+                    self.tokenizer, vocab, self.stop_token_ids, self.card
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(f'cannot build the output grammar: {exc}') from exc
+
+    def _check_limits(self) -> tuple[str, ...]:
+        if self.constraint and self.card.max_new_tokens < self.constraint.worst_case_tokens:
+            return (
+                f'max_new_tokens={self.card.max_new_tokens} may cut a constrained answer short '
+                f'(worst case {self.constraint.worst_case_tokens} tokens): raise it in '
+                'robostral.yaml or lower max_steps',
+            )
+        return ()
+
+    def _warm_up(self) -> None:
+        """One short generation so the first instruction does not pay for lazy init."""
+        size = self.card.image_size or (64, 48)
+        image = np.full((size[1], size[0], 3), 127, np.uint8)
+        self._generate(image, self.card.prompt('home', ('left bin',)), 60.0, max_new_tokens=2)
+
+    def _inputs(self, image: np.ndarray, prompt: str) -> Any:
+        from PIL import Image
+
+        picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+        if self.card.image_size is not None and picture.size != tuple(self.card.image_size):
+            picture = picture.resize(tuple(self.card.image_size), Image.Resampling.BILINEAR)
+        if self.card.prompt_style == 'chat':
+            turn = [{'type': 'image'}, {'type': 'text', 'text': prompt}]
+            prompt = self.processor.apply_chat_template(
+                [{'role': 'user', 'content': turn}], add_generation_prompt=True, tokenize=False
+            )
+        inputs = self.processor(images=picture, text=prompt, return_tensors='pt')
+        inputs.pop('labels', None)  # PaliGemma adds training labels; generate must not see them
+        inputs = inputs.to(self.device)
+        if 'pixel_values' in inputs:
+            inputs['pixel_values'] = inputs['pixel_values'].to(self.model.dtype)
+        return inputs
+
+    def generate(self, image: np.ndarray, prompt: str, timeout_s: float) -> Generation:
+        """See :class:`Backend`; ``timeout_s`` bounds generation through ``max_time``."""
+        self.calls += 1
+        return self._generate(image, prompt, timeout_s)
+
+    def _generate(
+        self, image: np.ndarray, prompt: str, timeout_s: float, max_new_tokens: int | None = None
+    ) -> Generation:
+        t0 = time.perf_counter()
+        inputs = self._inputs(image, prompt)
+        t1 = time.perf_counter()
+        processors = [self.constraint.logits_processor()] if self.constraint else []
+        with self._torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens or self.card.max_new_tokens,
+                min_new_tokens=0 if max_new_tokens else self.card.min_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                logits_processor=processors,
+                output_scores=True,
+                return_dict_in_generate=True,
+                max_time=max(timeout_s - (t1 - t0), 1e-3),
+            )
+        t2 = time.perf_counter()
+        steps = len(out.scores)
+        ids = out.sequences[0, out.sequences.shape[1] - steps :].tolist()
+        probs = [
+            float(self._torch.softmax(score[0].float(), dim=-1)[token])
+            for score, token in zip(out.scores, ids, strict=True)
+        ]
+        finished = bool(ids) and ids[-1] in self.stop_token_ids
+        while ids and ids[-1] in self._drop_ids:
+            ids.pop()
+            probs.pop()
+        text, spans = self._decode(ids)
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            token_probs=tuple(probs),
+            token_spans=spans,
+            preprocess_ms=(t1 - t0) * 1e3,
+            generate_ms=(t2 - t1) * 1e3,
+            finished=finished,
+            timed_out=(t2 - t0) >= timeout_s,
+        )
+
+    def _decode(self, ids: list[int]) -> tuple[str, tuple[tuple[int, int], ...]]:
+        """The text and each token's character span in it (decoding growing prefixes).
+
+        Byte-level tokens can split a multi-byte character; such a token gets the span that
+        ends where the character is complete.
+        """
+        text = self.tokenizer.decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        spans, end = [], 0
+        for i in range(len(ids)):
+            prefix = self.tokenizer.decode(
+                ids[: i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+            start = end
+            if text.startswith(prefix):
+                end = len(prefix)
+            spans.append((start, end))
+        return text, tuple(spans)

@@ -1,0 +1,245 @@
+"""Grounding: a box on the colour image -> a 3D tool target in the base frame.
+
+The chain, each link a reason code when it breaks:
+
+1. Box (image fractions) -> pixels. A box edge at fraction ``f`` lies at ``u = f*W - 0.5``
+   in ``CameraInfo`` pixel coordinates (pixel centres at integers, the left image edge at
+   -0.5). Corners must be ordered and on the image (``BOX_INVALID``, ``BOX_OUTSIDE_IMAGE``).
+2. Depth: the median of the valid depth (finite, within ``[min_depth_m, max_depth_m]``) over
+   the central ``center_fraction`` of the box. Less than ``min_valid_fraction`` valid ->
+   ``NO_DEPTH`` (no proposal): a hole or a reflective surface must not become a guess.
+3. Camera frame: the box centre deprojected with ``K`` at that depth (undistorted first when
+   ``CameraInfo.d`` is non-zero).
+4. Base frame: through ``camera_pose`` (``[x, y, z, qx, qy, qz, qw]`` of the optical frame).
+5. Surface -> object centre (pick, inspect, move_to on objects). The depth gives a point on
+   the visible surface; the object's centre lies further along the same viewing ray. For a
+   shape of the reference vocabulary the distance follows from its size: a ball's radius; for
+   a cube or cylinder (the ray enters through the top face for a camera looking down) half
+   its height divided by the ray's downward slope, capped by the side-entry distance. Any
+   other object uses ``surface_to_center_m``. The centre is kept at least
+   ``min_grasp_height_m`` above the table. Bins need no correction: the depth at their
+   centre is their floor.
+6. Target per task (the team's motion model): ``pick`` at the object's centre; ``place``
+   above the grounded point at ``place_height_m`` over the table; ``inspect``
+   ``inspect_height_m`` above the object; ``move_to`` ``move_to_height_m`` above the object
+   (or over the table, for a bin); ``home`` the configured pose. Tool orientation is
+   ``tool_orientation`` (``[1, 0, 0, 0]``: pointing straight down).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from robostral_agent.cell import BASE_FRAME, OBJECT_HEIGHT, OBJECT_SIZE, TABLE_TOP_Z
+from robostral_agent.contract import Target
+from robostral_agent.geometry import CameraIntrinsics, GeometryError, Transform
+from robostral_agent.vlm.formats import Box
+
+# Reason codes of grounding failures (the status detail starts with one).
+BOX_INVALID: Final = 'BOX_INVALID'
+BOX_OUTSIDE_IMAGE: Final = 'BOX_OUTSIDE_IMAGE'
+NO_DEPTH: Final = 'NO_DEPTH'
+BAD_CAMERA: Final = 'BAD_CAMERA'
+
+DOWN: Final = (1.0, 0.0, 0.0, 0.0)
+_EDGE_TOLERANCE: Final = 1e-6
+
+
+class GroundingError(ValueError):
+    """A step cannot be grounded; ``code`` is one of this module's reason codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f'{code}: {message}')
+
+
+@dataclass(frozen=True)
+class GroundingConfig:
+    """Grounding parameters (the agent node's parameters of the same names)."""
+
+    camera_pose: tuple[float, ...]
+    base_frame: str = BASE_FRAME
+    center_fraction: float = 0.5
+    min_valid_fraction: float = 0.3
+    min_depth_m: float = 0.05
+    max_depth_m: float = 5.0
+    table_z: float = TABLE_TOP_Z
+    surface_to_center_m: float = OBJECT_SIZE / 2.0
+    min_grasp_height_m: float = 0.01
+    place_height_m: float = 0.10
+    inspect_height_m: float = 0.15
+    move_to_height_m: float = 0.10
+    home_pose: tuple[float, ...] = (0.30, 0.0, 0.35, 1.0, 0.0, 0.0, 0.0)
+    tool_orientation: tuple[float, float, float, float] = DOWN
+
+    def __post_init__(self) -> None:
+        Transform.from_xyz_quat(self.camera_pose)  # raises GeometryError when invalid
+        Transform.from_xyz_quat(self.home_pose)
+        Transform.from_pose((0.0, 0.0, 0.0), self.tool_orientation)
+        if not 0.0 < self.center_fraction <= 1.0:
+            raise GeometryError('center_fraction must be in (0, 1]')
+        if not 0.0 <= self.min_valid_fraction <= 1.0:
+            raise GeometryError('min_valid_fraction must be in [0, 1]')
+        if not 0.0 <= self.min_depth_m < self.max_depth_m:
+            raise GeometryError('need 0 <= min_depth_m < max_depth_m')
+
+    @property
+    def camera(self) -> Transform:
+        """``base_frame <- camera optical frame``."""
+        return Transform.from_xyz_quat(self.camera_pose)
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """A grounded step: the target plus what the debug image and the proposal show."""
+
+    task: str
+    label: str
+    target: Target
+    pixel: tuple[float, float] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    surface: tuple[float, float, float] | None = None  # base frame, for the record
+    valid_fraction: float | None = None
+
+
+def box_to_pixels(box: Box, width: int, height: int) -> tuple[float, float, float, float]:
+    """Fractions ``(x0, y0, x1, y1)`` -> ``(u0, v0, u1, v1)`` in CameraInfo pixel coordinates."""
+    x0, y0, x1, y1 = box
+    if not all(math.isfinite(v) for v in box):
+        raise GroundingError(BOX_INVALID, 'box has non-finite coordinates')
+    if x0 > x1 or y0 > y1:
+        raise GroundingError(BOX_INVALID, f'box corners are not ordered: {_fmt(box)}')
+    lo, hi = -_EDGE_TOLERANCE, 1.0 + _EDGE_TOLERANCE
+    if min(x0, y0) < lo or max(x1, y1) > hi:
+        raise GroundingError(BOX_OUTSIDE_IMAGE, f'box {_fmt(box)} reaches outside the image')
+    return (x0 * width - 0.5, y0 * height - 0.5, x1 * width - 0.5, y1 * height - 0.5)
+
+
+def _fmt(box: Box) -> str:
+    return '[' + ', '.join(f'{v:.3f}' for v in box) + ']'
+
+
+def centre_depth(
+    depth: np.ndarray, bbox: tuple[float, float, float, float], config: GroundingConfig
+) -> tuple[float, float]:
+    """Median valid depth over the box's central region, and the valid fraction there."""
+    u0, v0, u1, v1 = bbox
+    cu, cv = (u0 + u1) / 2.0, (v0 + v1) / 2.0
+    hu, hv = (u1 - u0) * config.center_fraction / 2.0, (v1 - v0) * config.center_fraction / 2.0
+    height, width = depth.shape
+    # Pixels whose centres lie in the region; at least the pixel under the box centre.
+    c0 = min(max(math.ceil(cu - hu), 0), width - 1)
+    c1 = max(min(math.floor(cu + hu), width - 1), c0)
+    r0 = min(max(math.ceil(cv - hv), 0), height - 1)
+    r1 = max(min(math.floor(cv + hv), height - 1), r0)
+    region = depth[r0 : r1 + 1, c0 : c1 + 1]
+    with np.errstate(invalid='ignore'):
+        valid = (
+            np.isfinite(region) & (region >= config.min_depth_m) & (region <= config.max_depth_m)
+        )
+    fraction = float(np.count_nonzero(valid)) / region.size
+    if fraction < config.min_valid_fraction or not valid.any():
+        raise GroundingError(
+            NO_DEPTH,
+            f'only {fraction:.0%} of the depth at the box centre is valid '
+            f'(need {config.min_valid_fraction:.0%})',
+        )
+    return float(np.median(region[valid])), fraction
+
+
+def shape_of(label: str) -> str | None:
+    """The reference shape a label names (``'red cube'`` -> ``'cube'``), if any."""
+    word = label.rsplit(' ', 1)[-1]
+    return word if word in OBJECT_HEIGHT else None
+
+
+def is_bin(label: str) -> bool:
+    return label.endswith(' bin') or label == 'bin'
+
+
+def surface_to_center(label: str, ray: np.ndarray, config: GroundingConfig) -> float:
+    """Distance along the unit viewing ray ``ray`` (base frame) from surface to centre."""
+    if is_bin(label):
+        return 0.0
+    shape = shape_of(label)
+    if shape is None:
+        return config.surface_to_center_m
+    radius = OBJECT_SIZE / 2.0
+    if shape == 'ball':
+        return radius
+    down = max(-float(ray[2]), 1e-6)
+    across = float(math.hypot(ray[0], ray[1]))
+    through_top = OBJECT_HEIGHT[shape] / 2.0 / down
+    through_side = radius / across if across > 1e-6 else math.inf
+    return min(through_top, through_side)
+
+
+def locate(
+    box: Box,
+    label: str,
+    depth: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    config: GroundingConfig,
+) -> Grounded:
+    """The object's (or bin's) centre in the base frame; target filled in by :func:`ground`."""
+    height, width = depth.shape
+    if (width, height) != (intrinsics.width, intrinsics.height):
+        raise GroundingError(
+            BAD_CAMERA,
+            f'CameraInfo is {intrinsics.width}x{intrinsics.height}, depth is {width}x{height}',
+        )
+    bbox = box_to_pixels(box, width, height)
+    z, fraction = centre_depth(depth, bbox, config)
+    pixel = ((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0)
+    ideal = intrinsics.undistort_pixels([pixel])[0]
+    camera = config.camera
+    surface = camera.apply(intrinsics.deproject(ideal[0], ideal[1], z))
+    ray = surface - camera.translation
+    ray /= np.linalg.norm(ray)
+    centre = surface + surface_to_center(label, ray, config) * ray
+    if not is_bin(label):
+        centre[2] = max(centre[2], config.table_z + config.min_grasp_height_m)
+    return Grounded(
+        task='',
+        label=label,
+        target=Target(config.base_frame, tuple(float(c) for c in centre), config.tool_orientation),
+        pixel=pixel,
+        bbox=bbox,
+        surface=tuple(float(c) for c in surface),
+        valid_fraction=fraction,
+    )
+
+
+def ground(
+    task: str,
+    label: str,
+    box: Box | None,
+    depth: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    config: GroundingConfig,
+) -> Grounded:
+    """One step's target (module docstring, item 6)."""
+    orientation = config.tool_orientation
+    if task == 'home':
+        pose = config.home_pose
+        target = Target(config.base_frame, tuple(pose[:3]), tuple(pose[3:]))  # type: ignore[arg-type]
+        return Grounded(task, label, target)
+    if box is None:
+        raise GroundingError(BOX_INVALID, f'{task} needs a box')
+    found = locate(box, label, depth, intrinsics, config)
+    x, y, z = found.target.position
+    if task == 'place':
+        z = config.table_z + config.place_height_m
+    elif task == 'inspect':
+        z += config.inspect_height_m
+    elif task == 'move_to':
+        z = (config.table_z if is_bin(label) else z) + config.move_to_height_m
+    target = Target(config.base_frame, (x, y, z), orientation)
+    return Grounded(
+        task, label, target, found.pixel, found.bbox, found.surface, found.valid_fraction
+    )
