@@ -36,6 +36,8 @@ IMPORT_KEYS = {
     'PIL': 'python3-pil',
     'torch': 'python3-torch',
     'transformers': 'python3-transformers-pip',
+    'tokenizers': 'python3-tokenizers-pip',
+    'xgrammar': 'python3-xgrammar-pip',
     'mujoco': 'python3-mujoco-pip',
     'rich': 'python3-rich',
 }

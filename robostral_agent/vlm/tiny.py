@@ -373,7 +373,7 @@ def torchvision_available() -> tuple[bool, str]:
     if importlib.util.find_spec('torchvision') is None:
         return False, 'torchvision is not installed (no CPU build matches torch here)'
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module('torchvision')  # optional: probed, never required
     except Exception as exc:  # a broken CUDA-only wheel raises RuntimeError, OSError, ...
         return False, f'torchvision does not import: {exc}'
     return True, ''
