@@ -19,7 +19,13 @@ from typing import Any, Final
 import yaml
 
 from robostral_agent.contract import TASKS
-from robostral_agent.geometry import point_in_box, point_in_cylinder, quaternion_is_unit
+from robostral_agent.geometry import (
+    angle_between_deg,
+    point_in_box,
+    point_in_cylinder,
+    quaternion_is_unit,
+    tool_axis,
+)
 
 CHECK_PATH_MODES: Final = ('none', 'straight_line', 'transit')
 
@@ -357,6 +363,15 @@ def parse_policy(data: Any) -> Policy:
     zone = policy.zone_containing(policy.home.position)
     if zone is not None:
         raise PolicyError('home.position', f'inside keep-out zone {zone.name!r}')
+    limit = policy.tool_orientation
+    if limit is not None:
+        angle = angle_between_deg(tool_axis(policy.home.orientation), limit.axis)
+        if angle > limit.max_angle_deg:
+            raise PolicyError(
+                'home.orientation',
+                f'tool axis is {angle:.1f} deg from tool_orientation.axis (max_angle_deg '
+                f'{limit.max_angle_deg}): every home step would be refused',
+            )
     if not ws.min[2] <= policy.transit_height <= ws.max[2]:
         raise PolicyError(
             'transit_height',
