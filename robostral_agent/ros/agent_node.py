@@ -71,6 +71,7 @@ class AgentNodeConfig:
     dtype: str = 'auto'
     trust_remote_code: bool = False
     constrained_decoding: str = 'auto'
+    torch_threads: int = 1
     camera_pose: tuple[float, ...] = tuple(reference_camera().pose7)
     base_frame: str = BASE_FRAME
     max_frame_skew_ms: float = 50.0
@@ -137,6 +138,7 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'dtype': ('auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16 or float16', {}),
     'trust_remote_code': ('allow Python code shipped in the model directory (unsafe)', {}),
     'constrained_decoding': ('auto (as robostral.yaml says), on or off', {}),
+    'torch_threads': ('CPU threads for torch; 0: torch default (all cores)', _ints(0, 256)),
     'camera_pose': ('[x, y, z, qx, qy, qz, qw] of the camera optical frame in base_frame', {}),
     'base_frame': ('frame of every target', {}),
     'max_frame_skew_ms': ('max stamp difference of a colour/depth pair', _floats(0.0, 1000.0)),
@@ -273,6 +275,7 @@ class AgentNode(LifecycleNode):
                 dtype=cfg.dtype,
                 trust_remote_code=cfg.trust_remote_code,
                 constrained=constrained,
+                threads=cfg.torch_threads,
             )
         except BackendError as exc:
             return self._configure_failed(f'cannot load the model: {exc}')

@@ -123,8 +123,15 @@ class TransformersBackend:
         dtype: str = 'auto',
         trust_remote_code: bool = False,
         constrained: bool | None = None,
+        threads: int = 0,
         warmup: bool = True,
     ) -> None:
+        """Load ``model_dir`` (see the module docstring); raises :class:`BackendError`.
+
+        ``constrained`` overrides the card's setting; ``threads`` > 0 sets torch's CPU
+        intra-op threads for the whole process (tiny models on a busy CPU run ~10x faster
+        with 1 thread than with threads competing for cores); 0 leaves torch's default.
+        """
         path = Path(model_dir).expanduser()
         if not path.is_dir():
             raise BackendError(f'model directory {path} does not exist')
@@ -138,6 +145,10 @@ class TransformersBackend:
         self.name = self.card.name
         self.sha256 = weights_sha256(path)
         self.device, self.dtype = choose_device(device, dtype)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         self._load(trust_remote_code)
         self.warnings = self._check_limits()
         self.calls = 0
