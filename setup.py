@@ -46,6 +46,7 @@ setup(
             'agent_node = robostral_agent.ros.agent_node:main',
             'supervisor_node = robostral_agent.ros.supervisor_node:main',
             'robostral = robostral_agent.cli:main',
+            'sim_node = robostral_agent.ros.sim_node:main',
         ],
     },
 )

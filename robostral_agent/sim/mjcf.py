@@ -7,12 +7,15 @@ editing a template file) keeps every dimension tied to ``cell.py``, so the simul
 Gazebo world test and the agent's default camera pose cannot drift apart; the string is also
 easy to dump and open in MuJoCo's viewer (``python -m robostral_agent.sim.mjcf > cell.xml``).
 
-The arm is an anthropomorphic 6R manipulator with a spherical wrist (the layout of most
-industrial arms): pan (z), shoulder and elbow pitch (y), forearm roll, wrist pitch, flange
-roll. Its links are visual only (no contacts), which keeps the contact set small and the
-physics fast; the gripper's palm and fingers collide with everything. Each joint carries a
-position servo and a velocity servo (a PD controller with velocity feed-forward) and gravity
-compensation, so the executor commands joint trajectories and physics does the rest.
+The arm is a 6-axis arm in the layout of today's collaborative industrial arms: base pan,
+three parallel pitch joints (shoulder, elbow, wrist 1), then wrist 2 and wrist 3 at right
+angles with offsets. With the tool pointing down, wrist 2 stands at a right angle, as far as
+it can be from the wrist singularity; a spherical wrist would meet its singularity (tool in
+line with the forearm) at just the poses that picking from this table needs. The links are
+visual only (no contacts), which keeps the contact set small and physics fast; the palm and
+fingers collide with everything. Each joint has a position servo and a velocity servo (a PD
+controller with velocity feed-forward) and gravity compensation, so the executor commands
+joint trajectories and physics does the rest.
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ from robostral_agent.contract import Scene, SceneObject
 # --- Arm dimensions (metres) and joint data -------------------------------------------------
 
 PEDESTAL_HEIGHT: Final = 0.15
+PEDESTAL_RADIUS: Final = 0.09
 SHOULDER_HEIGHT: Final = 0.40  # shoulder (joint 2) axis above the table
-UPPER_ARM: Final = 0.55  # shoulder -> elbow
-FOREARM: Final = 0.55  # elbow -> wrist centre (joint 5 axis)
-FOREARM_ROLL_AT: Final = 0.30  # joint 4 sits this far along the forearm
-WRIST_TO_FLANGE: Final = 0.08
+SHOULDER_OFFSET: Final = 0.14  # joint 2 sits this far to the side of the joint 1 axis
+UPPER_ARM: Final = 0.60  # shoulder -> elbow
+ELBOW_OFFSET: Final = 0.12  # the forearm steps back towards the joint 1 axis
+FOREARM: Final = 0.54  # elbow -> wrist 1
+WRIST1_LENGTH: Final = 0.11  # wrist 1 -> wrist 2, along the joint 4 axis
+WRIST2_LENGTH: Final = 0.10  # wrist 2 -> wrist 3, along the joint 5 axis
+FLANGE_LENGTH: Final = 0.06  # wrist 3 -> flange, along the joint 6 axis
 PALM_LENGTH: Final = 0.05
 FINGER_LENGTH: Final = 0.09
 FINGER_THICKNESS: Final = 0.012
@@ -42,26 +49,25 @@ FINGER_WIDTH: Final = 0.04  # pad size across the closing direction
 FINGER_OPEN: Final = 0.04  # per finger: 8 cm between open pads
 TCP_ABOVE_FINGERTIP: Final = 0.012  # the tool centre point sits this far above the tips
 FLANGE_TO_TCP: Final = PALM_LENGTH + FINGER_LENGTH - TCP_ABOVE_FINGERTIP
-WRIST_TO_TCP: Final = WRIST_TO_FLANGE + FLANGE_TO_TCP
 
 ARM_JOINTS: Final = ('joint1', 'joint2', 'joint3', 'joint4', 'joint5', 'joint6')
 FINGER_JOINTS: Final = ('finger_left', 'finger_right')
-# Joint ranges (radians) of a typical industrial arm of this class.
+# Joint ranges (radians), as wide as on the collaborative arms this one is modelled on.
 JOINT_RANGES: Final = (
+    (-3.1, 3.1),
+    (-3.1, 3.1),
     (-3.05, 3.05),
-    (-1.75, 2.0),
-    (-2.7, 2.4),
-    (-3.05, 3.05),
-    (-2.2, 2.2),
-    (-3.05, 3.05),
+    (-6.2, 6.2),
+    (-6.2, 6.2),
+    (-6.2, 6.2),
 )
 # Servo stiffness (N m / rad) and reflected motor inertia (kg m^2) per joint. The stiffness
 # is high enough that a halted arm stops within a few tens of milliseconds; the armature keeps
 # the stiff servos stable at the 2 ms time step.
-JOINT_KP: Final = (20000.0, 20000.0, 15000.0, 2000.0, 2000.0, 600.0)
-JOINT_ARMATURE: Final = (1.0, 1.0, 0.6, 0.08, 0.08, 0.02)
+JOINT_KP: Final = (20000.0, 20000.0, 15000.0, 2000.0, 2000.0, 800.0)
+JOINT_ARMATURE: Final = (1.0, 1.0, 0.6, 0.08, 0.08, 0.03)
 # Rough link inertia seen by each joint (kg m^2), for critically damped velocity gains.
-_LINK_INERTIA: Final = (3.0, 2.5, 1.0, 0.05, 0.03, 0.01)
+_LINK_INERTIA: Final = (3.0, 3.0, 1.0, 0.05, 0.03, 0.01)
 JOINT_KV: Final = tuple(
     2.0 * math.sqrt(kp * (armature + inertia))
     for kp, armature, inertia in zip(JOINT_KP, JOINT_ARMATURE, _LINK_INERTIA, strict=True)
@@ -165,73 +171,79 @@ def _bin_xml(name: str, center: tuple[float, float]) -> str:
 
 
 def _arm_xml() -> str:
-    """The arm, from the pedestal to the fingers; zero pose: upper arm up, forearm forward."""
+    """The arm, from the pedestal to the fingers. Zero pose: upper arm and forearm upright.
+
+    The layout of a collaborative 6-axis arm: three parallel pitch joints (shoulder, elbow,
+    wrist 1) and two offset wrist joints, so that with the tool pointing down wrist 2 sits at
+    a right angle, as far as it can be from a wrist singularity.
+    """
     r = JOINT_RANGES
-    finger_x = PALM_LENGTH + FINGER_LENGTH / 2.0
-    finger_half = (FINGER_LENGTH / 2.0, FINGER_THICKNESS / 2.0, FINGER_WIDTH / 2.0)
-    # The TCP frame: +z (approach) along the flange axis (+x of link 6), +y against link 6's y,
-    # so that with the tool pointing down and no yaw it is [1, 0, 0, 0] in base_link.
-    tcp_quat = _f((0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)))
+    tip = FLANGE_LENGTH + PALM_LENGTH
+    finger_y = tip + FINGER_LENGTH / 2.0
+    finger_half = (FINGER_WIDTH / 2.0, FINGER_LENGTH / 2.0, FINGER_THICKNESS / 2.0)
+    along_y = 'quat="0.7071068 0.7071068 0 0"'  # a cylinder's axis along y
+    # The TCP frame: +z (approach) along the flange axis (+y of link 6) and +y along -z of
+    # link 6 (the fingers close along it): a -90 degree turn about x.
+    tcp_quat = _f((math.sqrt(0.5), -math.sqrt(0.5), 0.0, 0.0))
+    j = [
+        f'name="joint{i + 1}" range="{_f(r[i])}" armature="{JOINT_ARMATURE[i]:.9g}" damping="1"'
+        for i in range(6)
+    ]
     return f"""
     <body name="pedestal" pos="0 0 0">
-      <geom class="arm_dark" type="cylinder" size="0.1 {PEDESTAL_HEIGHT / 2:.9g}"
+      <geom class="arm_dark" type="cylinder" size="{PEDESTAL_RADIUS} {PEDESTAL_HEIGHT / 2:.9g}"
             pos="0 0 {PEDESTAL_HEIGHT / 2:.9g}"/>
       <body name="link1" pos="0 0 {PEDESTAL_HEIGHT:.9g}" gravcomp="1">
-        <inertial pos="0 0 0.12" mass="8" diaginertia="0.12 0.12 0.08"/>
-        <joint name="joint1" axis="0 0 1" range="{_f(r[0])}" armature="{JOINT_ARMATURE[0]}"/>
-        <geom class="arm" type="cylinder" size="0.09 0.1" pos="0 0 0.1"/>
-        <body name="link2" pos="0 0 {SHOULDER_HEIGHT - PEDESTAL_HEIGHT:.9g}" gravcomp="1">
-          <inertial pos="0 0 {UPPER_ARM / 2:.9g}" mass="6" diaginertia="0.17 0.17 0.02"/>
-          <joint name="joint2" axis="0 1 0" range="{_f(r[1])}" armature="{JOINT_ARMATURE[1]}"/>
-          <geom class="arm_dark" type="cylinder" size="0.085 0.1" quat="0.7071068 0.7071068 0 0"/>
-          <geom class="arm" type="capsule" fromto="0 0 0 0 0 {UPPER_ARM:.9g}" size="0.06"/>
-          <body name="link3" pos="0 0 {UPPER_ARM:.9g}" gravcomp="1">
-            <inertial pos="0.15 0 0" mass="3" diaginertia="0.01 0.05 0.05"/>
-            <joint name="joint3" axis="0 1 0" range="{_f(r[2])}"
-                   armature="{JOINT_ARMATURE[2]}"/>
-            <geom class="arm_dark" type="cylinder" size="0.07 0.085"
-                  quat="0.7071068 0.7071068 0 0"/>
-            <geom class="arm" type="capsule" fromto="0 0 0 {FOREARM_ROLL_AT:.9g} 0 0"
-                  size="0.05"/>
-            <body name="link4" pos="{FOREARM_ROLL_AT:.9g} 0 0" gravcomp="1">
-              <inertial pos="0.12 0 0" mass="2" diaginertia="0.004 0.01 0.01"/>
-              <joint name="joint4" axis="1 0 0" range="{_f(r[3])}"
-                     armature="{JOINT_ARMATURE[3]}"/>
-              <geom class="arm" type="capsule"
-                    fromto="0 0 0 {FOREARM - FOREARM_ROLL_AT:.9g} 0 0" size="0.042"/>
-              <body name="link5" pos="{FOREARM - FOREARM_ROLL_AT:.9g} 0 0" gravcomp="1">
-                <inertial pos="0.03 0 0" mass="1" diaginertia="0.002 0.002 0.002"/>
-                <joint name="joint5" axis="0 1 0" range="{_f(r[4])}"
-                       armature="{JOINT_ARMATURE[4]}"/>
-                <geom class="arm_dark" type="cylinder" size="0.045 0.05"
-                      quat="0.7071068 0.7071068 0 0"/>
-                <geom class="arm" type="cylinder" size="0.035 0.03" pos="0.04 0 0"
-                      quat="0.7071068 0 0.7071068 0"/>
-                <body name="link6" pos="{WRIST_TO_FLANGE:.9g} 0 0" gravcomp="1">
-                  <inertial pos="0.03 0 0" mass="0.8" diaginertia="0.002 0.002 0.002"/>
-                  <joint name="joint6" axis="1 0 0" range="{_f(r[5])}"
-                         armature="{JOINT_ARMATURE[5]}"/>
+        <inertial pos="0 0 0.12" mass="4" diaginertia="0.03 0.03 0.02"/>
+        <joint {j[0]} axis="0 0 1"/>
+        <geom class="arm" type="cylinder" size="0.075 0.125" pos="0 0 0.125"/>
+        <body name="link2" pos="0 {SHOULDER_OFFSET:.9g} {SHOULDER_HEIGHT - PEDESTAL_HEIGHT:.9g}"
+              gravcomp="1">
+          <inertial pos="0 0 {UPPER_ARM / 2:.9g}" mass="7" diaginertia="0.2 0.2 0.02"/>
+          <joint {j[1]} axis="0 1 0"/>
+          <geom class="arm_dark" type="cylinder" size="0.075 0.075" {along_y}/>
+          <geom class="arm" type="capsule" fromto="0 0 0 0 0 {UPPER_ARM:.9g}" size="0.055"/>
+          <body name="link3" pos="0 {-ELBOW_OFFSET:.9g} {UPPER_ARM:.9g}" gravcomp="1">
+            <inertial pos="0 0 {FOREARM / 2:.9g}" mass="3" diaginertia="0.07 0.07 0.005"/>
+            <joint {j[2]} axis="0 1 0"/>
+            <geom class="arm_dark" type="cylinder" size="0.06 0.065" {along_y}/>
+            <geom class="arm" type="capsule" fromto="0 0 0 0 0 {FOREARM:.9g}" size="0.045"/>
+            <body name="link4" pos="0 0 {FOREARM:.9g}" gravcomp="1">
+              <inertial pos="0 0.05 0" mass="1.2" diaginertia="0.002 0.002 0.002"/>
+              <joint {j[3]} axis="0 1 0"/>
+              <geom class="arm_dark" type="cylinder" size="0.045 0.05"
+                    pos="0 {WRIST1_LENGTH / 2:.9g} 0" {along_y}/>
+              <body name="link5" pos="0 {WRIST1_LENGTH:.9g} 0" gravcomp="1">
+                <inertial pos="0 0 0.05" mass="1.2" diaginertia="0.002 0.002 0.002"/>
+                <joint {j[4]} axis="0 0 1"/>
+                <geom class="arm" type="cylinder" size="0.042 0.05"
+                      pos="0 0 {WRIST2_LENGTH / 2:.9g}"/>
+                <body name="link6" pos="0 0 {WRIST2_LENGTH:.9g}" gravcomp="1">
+                  <inertial pos="0 0.06 0" mass="0.8" diaginertia="0.002 0.002 0.002"/>
+                  <joint {j[5]} axis="0 1 0"/>
+                  <geom class="arm_dark" type="cylinder" size="0.04 {FLANGE_LENGTH / 2:.9g}"
+                        pos="0 {FLANGE_LENGTH / 2:.9g} 0" {along_y}/>
                   <geom name="palm" class="gripper" type="box"
-                        pos="{PALM_LENGTH / 2:.9g} 0 0"
-                        size="{_f((PALM_LENGTH / 2, FINGER_OPEN + 0.025, 0.025))}"/>
-                  <site name="{TCP_SITE}" pos="{FLANGE_TO_TCP:.9g} 0 0" quat="{tcp_quat}"
-                        size="0.006" rgba="1 0 1 0.0"/>
-                  <body name="finger_left" pos="0 0 0" gravcomp="1">
-                    <inertial pos="{finger_x:.9g} 0.006 0" mass="0.05"
+                        pos="0 {FLANGE_LENGTH + PALM_LENGTH / 2:.9g} 0"
+                        size="{_f((0.025, PALM_LENGTH / 2, FINGER_OPEN + 0.025))}"/>
+                  <site name="{TCP_SITE}" pos="0 {FLANGE_LENGTH + FLANGE_TO_TCP:.9g} 0"
+                        quat="{tcp_quat}" size="0.006" rgba="1 0 1 0"/>
+                  <body name="finger_left" gravcomp="1">
+                    <inertial pos="0 {finger_y:.9g} 0.006" mass="0.05"
                               diaginertia="1e-5 1e-5 1e-5"/>
-                    <joint name="finger_left" type="slide" axis="0 1 0"
+                    <joint name="finger_left" type="slide" axis="0 0 1"
                            range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
                     <geom name="finger_left_geom" class="finger" type="box"
-                          pos="{_f((finger_x, FINGER_THICKNESS / 2, 0))}"
+                          pos="{_f((0, finger_y, FINGER_THICKNESS / 2))}"
                           size="{_f(finger_half)}"/>
                   </body>
-                  <body name="finger_right" pos="0 0 0" gravcomp="1">
-                    <inertial pos="{finger_x:.9g} -0.006 0" mass="0.05"
+                  <body name="finger_right" gravcomp="1">
+                    <inertial pos="0 {finger_y:.9g} -0.006" mass="0.05"
                               diaginertia="1e-5 1e-5 1e-5"/>
-                    <joint name="finger_right" type="slide" axis="0 -1 0"
+                    <joint name="finger_right" type="slide" axis="0 0 -1"
                            range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
                     <geom name="finger_right_geom" class="finger" type="box"
-                          pos="{_f((finger_x, -FINGER_THICKNESS / 2, 0))}"
+                          pos="{_f((0, finger_y, -FINGER_THICKNESS / 2))}"
                           size="{_f(finger_half)}"/>
                   </body>
                 </body>
@@ -284,7 +296,7 @@ def cell_mjcf(
     width, height = offscreen_size
     return f"""<mujoco model="robostral_workcell">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="3"/>
   <size memory="8M"/>
   <statistic center="0.35 0 0.3" extent="1.5"/>
   <visual>

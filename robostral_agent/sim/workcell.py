@@ -32,8 +32,12 @@ from robostral_agent.sim.arm import ArmKinematics, wxyz_to_xyzw, xyzw_to_wxyz
 from robostral_agent.sim.render import CellRenderer, Frame, RenderError
 from robostral_agent.sim.scene import validate_scene
 
+# A held object's centre lies this close to the tool centre point (grasp tolerance: 1.5 cm).
+HOLD_RADIUS = 0.025
+# A gripper closed on an object is narrower than this (objects are 4 cm, a cube's diagonal 5.7).
+HOLD_MAX_OPENING = 0.065
 # An elbow-up seed near the rest pose: IK from it lands on the same branch every time.
-_REST_SEED = (1.5, -0.2, 1.5, 0.0, 1.0, 0.0)
+_REST_SEED = (1.0, 1.0, 1.9, 2.4, 2.0, 2.7)
 
 
 @dataclass(frozen=True)
@@ -230,8 +234,8 @@ class WorkCell:
         """Distance between the finger pads (m)."""
         return float(sum(self.data.qpos[adr] for adr in self.finger_qpos))
 
-    def grasped_object(self) -> int | None:
-        """The scene object touched by both fingers, if any (what a closed gripper holds)."""
+    def touched_by_both_fingers(self) -> int | None:
+        """The scene object both finger pads touch, if any (a closed grasp)."""
         touching: list[set[int]] = [set(), set()]
         geom_to_object = {g: i for i, g in enumerate(self.object_geoms)}
         for k in range(self.data.ncon):
@@ -244,6 +248,22 @@ class WorkCell:
                         touching[side].add(geom_to_object[other])
         both = touching[0] & touching[1]
         return min(both) if both else None
+
+    def held_object(self) -> int | None:
+        """The scene object in the closed gripper, if any.
+
+        Both pads touching it is a grasp; a ball between pads can lose one contact for an
+        instant, so an object whose centre is within ``HOLD_RADIUS`` of the tool centre point
+        while the gripper is closed narrower than an open grasp also counts.
+        """
+        touched = self.touched_by_both_fingers()
+        if touched is not None or not self.object_bodies:
+            return touched
+        if self.gripper_opening() > HOLD_MAX_OPENING:
+            return None
+        distances = np.linalg.norm(self.object_positions() - self.tcp_position(), axis=1)
+        nearest = int(np.argmin(distances))
+        return nearest if distances[nearest] <= HOLD_RADIUS else None
 
     # --- Appearance --------------------------------------------------------------------------
 

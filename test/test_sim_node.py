@@ -1,0 +1,275 @@
+"""sim_node in its own process, over DDS: camera topics, tool pose, plans in, results out."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+import pytest
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from helpers import spin_until
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from robostral_agent import cell
+from robostral_agent.contract import Scene, SceneObject, decode_execution_result, encode
+from robostral_agent.ros.conversions import image_to_numpy
+from robostral_agent.sim import plans
+from robostral_agent.sim.ground_truth import Snapshot, decode_snapshot, object_in_bin
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CUBE = SceneObject('cube', 'red', (0.45, 0.05), 0.3)
+BALL = SceneObject('ball', 'blue', (0.36, -0.15))
+SCENE = Scene((CUBE, BALL))
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+@pytest.fixture(scope='module')
+def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """One sim_node process for the module (starting MuJoCo and DDS takes seconds)."""
+    namespace = f'/sim{uuid.uuid4().hex[:8]}'
+    scene_file = tmp_path_factory.mktemp('scene') / 'scene.json'
+    scene_file.write_text(encode(SCENE))
+    cmd = [
+        sys.executable, '-c', 'from robostral_agent.ros.sim_node import main; main()',
+        '--ros-args', '-r', f'__ns:={namespace}',
+        '--params-file', str(ROOT / 'config' / 'sim.yaml'),
+        '-p', f'scene_file:={scene_file}', '-p', 'real_time_factor:=2.0',
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield namespace, proc
+    proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    assert proc.returncode in (0, -signal.SIGINT), output
+    assert 'Traceback' not in output, output
+
+
+class Client:
+    """The test's side of the wires: subscribers, publishers, a safety_ok heartbeat."""
+
+    def __init__(self, context: object, namespace: str) -> None:
+        self.node = rclpy.create_node(
+            f'sim_client_{uuid.uuid4().hex[:6]}', context=context, namespace=namespace
+        )
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.color: list[Image] = []
+        self.depth: list[Image] = []
+        self.info: list[CameraInfo] = []
+        self.tool: list[PoseStamped] = []
+        self.results: list[dict[str, Any]] = []
+        self.truth: list[Snapshot] = []
+        sensor = qos_profile_sensor_data
+        n = self.node
+        n.create_subscription(Image, 'camera/color/image_raw', self.color.append, sensor)
+        n.create_subscription(
+            Image, 'camera/aligned_depth_to_color/image_raw', self.depth.append, sensor
+        )
+        n.create_subscription(CameraInfo, 'camera/color/camera_info', self.info.append, sensor)
+        n.create_subscription(PoseStamped, 'robostral/tool_pose', self.tool.append, RELIABLE)
+        n.create_subscription(
+            String, 'robostral/execution_result',
+            lambda m: self.results.append(json.loads(m.data)), RELIABLE,
+        )  # fmt: skip
+        n.create_subscription(
+            String, 'sim/ground_truth', lambda m: self.truth.append(decode_snapshot(m.data)),
+            LATCHED,
+        )  # fmt: skip
+        self.task_pub = n.create_publisher(String, 'robostral/approved_task', RELIABLE)
+        self.scene_pub = n.create_publisher(String, 'sim/set_scene', RELIABLE)
+        self.safety_pub = n.create_publisher(Bool, 'robostral/safety_ok', RELIABLE)
+        self.reset_client = n.create_client(Trigger, 'sim/reset')
+        self.safety_on = False
+        n.create_timer(0.05, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        if self.safety_on:
+            self.safety_pub.publish(Bool(data=True))
+
+    def spin_until(self, predicate: Any, timeout_s: float) -> bool:
+        return spin_until(self.executor, predicate, timeout_s)
+
+    def wait_for_sim(self, proc: Any) -> None:
+        """Until every topic the tests use is matched (the node may still be starting)."""
+        n = self.node
+        ready = self.spin_until(
+            lambda: proc.poll() is not None or (
+                n.count_publishers('camera/color/image_raw') > 0
+                and n.count_publishers('sim/ground_truth') > 0
+                and n.count_subscribers('robostral/approved_task') > 0
+                and n.count_subscribers('robostral/safety_ok') > 0
+                and n.count_subscribers('sim/set_scene') > 0
+                and self.reset_client.service_is_ready()
+                and bool(self.truth)  # the latched ground truth has arrived
+            ),
+            timeout_s=90.0,
+        )  # fmt: skip
+        assert proc.poll() is None, f'sim_node exited early:\n{proc.stdout.read()}'
+        assert ready, 'sim_node topics never matched'
+
+    def load_scene(self, scene: Scene) -> Snapshot:
+        seq = max((t.scene_seq for t in self.truth), default=0)
+        self.scene_pub.publish(String(data=encode(scene)))
+        assert self.spin_until(
+            lambda: any(t.scene_seq > seq and t.scene == scene for t in self.truth), 20.0
+        ), 'the new scene never showed in sim/ground_truth'
+        return self.truth[-1]
+
+    def start_heartbeat(self) -> None:
+        """Send safety_ok and wait until the simulator counts it (plans need it first)."""
+        self.safety_on = True
+        assert self.spin_until(lambda: bool(self.truth) and self.truth[-1].safety == '', 10.0)
+
+    def result_for(self, proposal_id: str, timeout_s: float) -> dict[str, Any]:
+        def found() -> bool:
+            return any(r['proposal_id'] == proposal_id for r in self.results)
+
+        assert self.spin_until(found, timeout_s), f'no result for {proposal_id}: {self.results}'
+        return next(r for r in self.results if r['proposal_id'] == proposal_id)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def client(ros_context: object, sim_process: tuple[str, Any]) -> Iterator[Client]:
+    namespace, proc = sim_process
+    c = Client(ros_context, namespace)
+    c.wait_for_sim(proc)
+    try:
+        yield c
+    finally:
+        c.close()
+    assert proc.poll() is None, 'sim_node died during the test'
+
+
+def _t(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def test_camera_topics_arrive_at_the_configured_rate_with_matching_stamps(
+    client: Client,
+) -> None:
+    assert client.spin_until(lambda: len(client.info) >= 30 and len(client.color) >= 10, 30.0)
+    colour_stamps = [_t(m.header.stamp) for m in client.color]
+    # The rate as the publisher stamped it (10 Hz configured), not as this process saw it;
+    # camera_info is small, so best effort rarely drops one and consecutive stamps show.
+    period = median(np.diff([_t(m.header.stamp) for m in client.info]))
+    assert 0.08 <= period <= 0.125, period
+    depth_by_stamp = {_t(m.header.stamp): m for m in client.depth}
+    info_by_stamp = {_t(m.header.stamp): m for m in client.info}
+    # Best effort drops some large images; every frame that arrives carries the stamp of its
+    # camera_info (small, rarely dropped), and whole triples arrive.
+    assert set(colour_stamps) <= set(info_by_stamp) | {colour_stamps[-1]}
+    assert set(depth_by_stamp) <= set(info_by_stamp) | {max(depth_by_stamp)}
+    matched = [s for s in colour_stamps if s in depth_by_stamp and s in info_by_stamp]
+    assert len(matched) >= 5, (len(colour_stamps), len(depth_by_stamp), len(info_by_stamp))
+    colour = client.color[-1]
+    depth = depth_by_stamp.get(_t(colour.header.stamp)) or client.depth[-1]
+    info = info_by_stamp.get(_t(colour.header.stamp)) or client.info[-1]
+    for msg in (colour, depth, info):
+        assert msg.header.frame_id == cell.CAMERA_FRAME
+    assert (colour.encoding, depth.encoding) == ('rgb8', '32FC1')
+    assert (colour.width, colour.height, info.width, info.height) == (640, 480, 640, 480)
+    np.testing.assert_allclose(list(info.k), cell.reference_camera().intrinsics.k)
+    rgb, metres = image_to_numpy(colour), image_to_numpy(depth)
+    assert rgb.shape == (480, 640, 3) and rgb.std() > 10  # a real picture, not a blank
+    centre = float(np.median(metres[220:260, 300:340]))
+    assert 1.2 < centre < 1.5, centre  # the table, about 1.38 m along the axis
+
+
+def test_tool_pose_is_published_in_base_link_at_rest(client: Client) -> None:
+    assert client.reset_client.service_is_ready()
+    future = client.reset_client.call_async(Trigger.Request())
+    assert client.spin_until(future.done, 10.0) and future.result().success
+    client.tool.clear()
+    assert client.spin_until(lambda: len(client.tool) >= 12, 10.0)
+    stamps = [_t(m.header.stamp) for m in client.tool]
+    assert median(np.diff(stamps)) <= 0.1  # at least 10 Hz (20 Hz configured)
+    last = client.tool[-1]
+    assert last.header.frame_id == 'base_link'
+    p = last.pose.position
+    assert np.linalg.norm(np.subtract((p.x, p.y, p.z), cell.REST_TCP_POSITION)) < 0.005
+
+
+def test_an_approved_task_is_executed_and_judged_from_ground_truth(client: Client) -> None:
+    client.load_scene(SCENE)
+    client.start_heartbeat()
+    first = plans.pick_place(CUBE, 'left')
+    second = plans.pick_place(BALL, 'right')
+    client.task_pub.publish(String(data=encode(first)))
+    assert client.spin_until(lambda: any(t.busy for t in client.truth[-3:]), 10.0)
+    client.task_pub.publish(String(data=encode(second)))  # one plan at a time
+    refused = client.result_for(second.id, 10.0)
+    assert refused['status'] == 'failed' and 'busy' in refused['detail']
+    done = client.result_for(first.id, 30.0)
+    assert done['status'] == 'succeeded', done
+    decode_execution_result(json.dumps(done))  # the contract's schema
+    assert client.spin_until(
+        lambda: (
+            client.truth[-1].last_result is not None
+            and client.truth[-1].last_result.proposal_id == first.id
+        ),
+        5.0,
+    )
+    truth = client.truth[-1]
+    cube = truth.find('cube', 'red')
+    assert cube is not None and object_in_bin(truth, cube, 'left')
+    assert truth.unsafe_steps == 0 and truth.policy_version
+
+
+def test_silent_safety_ok_aborts_a_running_plan(client: Client) -> None:
+    client.load_scene(SCENE)
+    client.start_heartbeat()
+    plan = plans.pick_place(CUBE, 'right')
+    client.task_pub.publish(String(data=encode(plan)))
+    assert client.spin_until(lambda: any(t.busy for t in client.truth[-3:]), 10.0)
+    client.safety_on = False
+    result = client.result_for(plan.id, 10.0)
+    assert result['status'] == 'aborted'
+    assert 'safety_ok' in result['detail']
+
+
+def test_bad_input_is_answered_and_the_node_keeps_running(client: Client) -> None:
+    client.task_pub.publish(String(data='{"schema": "robostral.goal_proposal/1", "id": "x1"'))
+    client.task_pub.publish(String(data=json.dumps({'schema': 'nope', 'id': 'bad-2'})))
+    assert client.spin_until(lambda: len(client.results) >= 2, 10.0)
+    assert all(r['status'] == 'failed' for r in client.results)
+    assert any(r['proposal_id'] == 'bad-2' for r in client.results)
+    overlap = '{"objects": [{"shape": "cube", "color": "red", "xy": [0.4, 0.1]},'
+    overlap += ' {"shape": "ball", "color": "red", "xy": [0.41, 0.1]}]}'
+    client.scene_pub.publish(String(data=overlap))
+    assert client.spin_until(lambda: bool(client.truth) and client.truth[-1].scene_error, 10.0)
+    assert 'overlap' in client.truth[-1].scene_error
+    assert client.load_scene(SCENE).scene_error == ''
