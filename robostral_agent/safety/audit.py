@@ -19,9 +19,10 @@ Per-record fsync costs about 0.2 ms on this project's machines (bench/bench_safe
 inside the 100 ms batch budget, so no batching is needed.
 
 Deleting the LAST records cannot break a chain. After each append the writer therefore
-replaces a small head file, ``<log>.head`` (``{"seq": n, "hash": h}``, written to a temporary
-file and renamed, not fsynced), and the verifier refuses a log that ends before its head. The
-head may lag the log by the record being written when the process died; that is tolerated.
+overwrites a small head file, ``<log>.head`` (``{"seq": n, "hash": h}`` padded with spaces to
+a fixed :data:`HEAD_SIZE` bytes, one ``pwrite`` at offset 0, not fsynced: a few microseconds),
+and the verifier refuses a log that ends before its head. The head may lag the log by the
+record being written when the process died; that is tolerated.
 
 A torn last line (a crash in the middle of a write: the file does not end with a newline) is
 not part of the chain. The verifier reports it and verifies everything before it. When the
@@ -47,6 +48,7 @@ from typing import Any, Final
 AUDIT_SCHEMA: Final = 'robostral.audit/1'
 GENESIS: Final = '0' * 64
 HEAD_SUFFIX: Final = '.head'
+HEAD_SIZE: Final = 128  # bytes: {"seq": n, "hash": 64 hex} padded with spaces, then a newline
 RECORD_KEYS: Final = frozenset({'data', 'hash', 'kind', 'prev', 'schema', 'seq', 'time'})
 _HEX: Final = frozenset('0123456789abcdef')
 
@@ -240,7 +242,10 @@ def read_head(path: str | Path) -> tuple[int, str] | None:
     """The head file of a log as ``(seq, hash)``; None when absent; AuditError if broken."""
     hp = head_path(path)
     try:
-        data = json.loads(hp.read_text(encoding='utf-8'))
+        text = hp.read_text(encoding='utf-8')
+        if not text:
+            return None  # created, never written: a crash before the first head update
+        data = json.loads(text)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -289,6 +294,7 @@ class AuditLog:
         self.path = Path(path)
         self._fsync = fsync
         self._broken = ''
+        self._head_fd = -1
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
@@ -302,7 +308,7 @@ class AuditLog:
         try:
             self._open_existing(now_ns)
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
     def _open_existing(self, now_ns: int) -> None:
@@ -380,13 +386,20 @@ class AuditLog:
         return record
 
     def _write_head(self) -> None:
-        target = head_path(self.path)
-        tmp = target.with_name(target.name + '.tmp')
+        if self._head_fd < 0:
+            try:
+                self._head_fd = os.open(head_path(self.path), os.O_WRONLY | os.O_CREAT, 0o640)
+            except OSError:
+                return  # without a head file the log still works; verify says so
+        text = json.dumps({'seq': self.seq - 1, 'hash': self.prev}, separators=(',', ':'))
+        payload = text.ljust(HEAD_SIZE - 1).encode('ascii') + b'\n'
         with contextlib.suppress(OSError):  # the head is a tripwire; the log is the record
-            tmp.write_text(json.dumps({'seq': self.seq - 1, 'hash': self.prev}), 'utf-8')
-            os.replace(tmp, target)
+            os.pwrite(self._head_fd, payload, 0)
 
     def close(self) -> None:
+        if self._head_fd >= 0:
+            os.close(self._head_fd)
+            self._head_fd = -1
         if self._fd >= 0:
             os.close(self._fd)  # also releases the flock
             self._fd = -1
