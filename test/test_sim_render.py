@@ -10,6 +10,7 @@ from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject
 from robostral_agent.geometry import Transform
 from robostral_agent.sim import Lighting, WorkCell, random_scene
+from robostral_agent.sim.workcell import resting_height
 
 # Balls spread over the image: centre, the free area's corners, inside both bins.
 BALLS = Scene(
@@ -37,7 +38,7 @@ def balls() -> WorkCell:
 def projected_centres(wc: WorkCell) -> np.ndarray:
     """Where the published K and camera pose put each ball's centre."""
     cam = wc.camera
-    centres = np.array([[*o.xy, cell.object_grasp_height(o.shape)] for o in wc.scene.objects])
+    centres = np.array([[*o.xy, resting_height(o)] for o in wc.scene.objects])
     return cam.intrinsics.project(cam.transform.inverse().apply(centres))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from robostral_agent import cell
-from robostral_agent.contract import Scene
+from robostral_agent.contract import Scene, SceneObject
 from robostral_agent.sim import mjcf
 from robostral_agent.sim.arm import ArmKinematics, wxyz_to_xyzw, xyzw_to_wxyz
 from robostral_agent.sim.render import CellRenderer, Frame, RenderError
@@ -73,6 +73,13 @@ class Segmentation:
             if us.size:
                 boxes[i] = (int(us.min()), int(vs.min()), int(us.max()), int(vs.max()))
         return boxes
+
+
+def resting_height(obj: SceneObject) -> float:
+    """Centre height of an object standing on the table, or on a bin's floor."""
+    in_a_bin = any(cell.in_bin(obj.xy, name) for name in cell.BIN_CENTERS)
+    floor = mjcf.BIN_FLOOR_THICKNESS if in_a_bin else 0.0
+    return cell.object_grasp_height(obj.shape) + floor
 
 
 @cache
@@ -173,7 +180,7 @@ class WorkCell:
             d.qpos[adr] = mjcf.FINGER_OPEN
         for i, obj in enumerate(self.scene.objects):
             adr = self.object_qpos[i]
-            d.qpos[adr : adr + 3] = (*obj.xy, cell.object_grasp_height(obj.shape))
+            d.qpos[adr : adr + 3] = (*obj.xy, resting_height(obj))
             d.qpos[adr + 3 : adr + 7] = (np.cos(obj.yaw / 2.0), 0.0, 0.0, np.sin(obj.yaw / 2.0))
         self.command(rest, np.zeros(6), mjcf.FINGER_OPEN)
         mujoco.mj_forward(m, d)
