@@ -292,10 +292,17 @@ class SupervisorNode(Node):
         self._guard('tool pose', handle)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        result = self._core.reset(_now_ns(self))
-        response.success, response.message = result.success, result.message
-        log = self.get_logger()
-        (log.info if result.success else log.warning)(f'reset: {result.message}')
+        response.success, response.message = False, 'internal error (see the supervisor log)'
+
+        def handle() -> None:
+            result = self._core.reset(_now_ns(self))
+            response.success, response.message = result.success, result.message
+            if result.success:
+                self.get_logger().info(f'reset: {result.message}')
+            else:
+                self.get_logger().warning(f'reset refused: {result.message}')
+
+        self._guard('reset', handle)
         self._publish_safety_ok()
         self._publish_diagnostics()
         return response
