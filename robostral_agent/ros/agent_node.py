@@ -478,7 +478,9 @@ class AgentNode(LifecycleNode):
     # --- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: agent', hardware_id=NODE_NAME)
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: agent', hardware_id=NODE_NAME
+        )
         agent = self._agent
         if self._state == 'active':
             status.level, status.message = DiagnosticStatus.OK, 'active'
