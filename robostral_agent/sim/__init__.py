@@ -11,16 +11,18 @@ import os
 if not os.environ.get('MUJOCO_GL') and not os.environ.get('DISPLAY'):
     os.environ['MUJOCO_GL'] = 'osmesa'
 
+from robostral_agent.sim import plans
 from robostral_agent.sim.render import Frame, RenderError
 from robostral_agent.sim.scene import SceneError, random_scene, validate_scene
 from robostral_agent.sim.workcell import Lighting, Segmentation, WorkCell
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by kind
     'Frame',
     'Lighting',
     'RenderError',
     'SceneError',
     'Segmentation',
+    'plans',
     'WorkCell',
     'random_scene',
     'validate_scene',
