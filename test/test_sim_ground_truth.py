@@ -87,14 +87,19 @@ def test_path_violations_names_each_zone_and_its_time_span() -> None:
     assert path_violations(times, safe, POLICY) == []
 
 
-@given(st.lists(st.integers(1, 200), min_size=1, max_size=6))
-def test_incremental_checks_equal_one_check_of_the_whole_path(chunks: list[int]) -> None:
+@given(st.lists(st.integers(1, 200), min_size=1, max_size=6), st.booleans())
+def test_incremental_checks_equal_one_check_of_the_whole_path(
+    chunks: list[int], short_memory: bool
+) -> None:
+    """However the checks are split, and even when old samples are dropped, none is missed."""
     rng = np.random.default_rng(len(chunks))
     n = sum(chunks)
     # A random walk through and around the fixture zone and the workspace edge.
     path = np.array([0.6, 0.0, 0.2]) + np.cumsum(rng.normal(0.0, 0.02, (n, 3)), axis=0)
     times = np.arange(n) * 0.002
-    recorder = Recorder(0, POLICY)
+    recorder = (
+        Recorder(0, POLICY, keep_steps=50, chunk=16) if short_memory else Recorder(0, POLICY)
+    )
     start = 0
     for size in chunks:
         for k in range(start, start + size):
@@ -103,6 +108,13 @@ def test_incremental_checks_equal_one_check_of_the_whole_path(chunks: list[int])
         start += size
     assert recorder.violations() == path_violations(times, path, POLICY)
     assert recorder.unsafe_steps == int(unsafe_mask(path, POLICY).sum())
+    kept_times, kept = recorder.tool_path()
+    if short_memory and n > 50:  # only the last 50 to 66 samples are kept
+        assert 50 <= len(kept) <= 66
+    else:
+        assert len(kept) == n
+    np.testing.assert_array_equal(kept, path[n - len(kept) :])
+    np.testing.assert_array_equal(kept_times, times[n - len(kept) :])
 
 
 def _snapshot() -> Snapshot:

@@ -152,22 +152,41 @@ class _Growing:
     def __len__(self) -> int:
         return len(self._full) * self._chunk + self._n
 
+    @property
+    def chunk(self) -> int:
+        return self._chunk
+
+    def drop_first_chunk(self) -> None:
+        """Forget the oldest full chunk of rows (the caller keeps what it needs of them)."""
+        self._full.pop(0)
+
 
 class Recorder:
     """Tool path at every physics step, object positions every ``object_every`` steps.
 
-    Violations are checked incrementally (``policy`` given), so the counts stay complete even
-    for long runs; ``clear()`` starts a new record (scene load, reset).
+    Violations are checked incrementally (``policy`` given), so the counts stay complete for
+    runs of any length, while the raw record keeps only the last ``keep_s`` seconds (at the
+    2 ms step, 10 minutes of tool path take about 10 MB); ``clear()`` starts a new record
+    (scene load, reset).
     """
 
-    def __init__(self, n_objects: int, policy: Policy | None, object_every: int = 10) -> None:
+    def __init__(
+        self,
+        n_objects: int,
+        policy: Policy | None,
+        object_every: int = 10,
+        keep_steps: int = 300_000,
+        chunk: int = 8192,
+    ) -> None:
         self.policy = policy
+        self.chunk = chunk
         self.n_objects = n_objects
         self.object_every = object_every
+        self.keep_steps = keep_steps
         self.clear()
 
     def clear(self) -> None:
-        self._tool = _Growing(4)
+        self._tool = _Growing(4, self.chunk)
         self._objects = _Growing(1 + 3 * self.n_objects, chunk=1024)
         self._checked = 0
         self._violations: list[Violation] = []
@@ -180,9 +199,15 @@ class Recorder:
         if self._count % self.object_every == 0:
             self._objects.append((t, *np.asarray(objects).reshape(-1)))
         self._count += 1
+        if len(self._tool) > self.keep_steps + self._tool.chunk:
+            self._check_new()  # count the oldest rows before they go
+            self._tool.drop_first_chunk()
+            self._checked -= self._tool.chunk
+        if len(self._objects) * self.object_every > self.keep_steps + self._objects.chunk * 10:
+            self._objects.drop_first_chunk()
 
     def tool_path(self) -> tuple[Array, Array]:
-        """``(times (n,), points (n, 3))`` of every recorded step."""
+        """``(times (n,), points (n, 3))`` of every recorded step still kept."""
         data = self._tool.array()
         return data[:, 0], data[:, 1:4]
 
