@@ -404,16 +404,15 @@ class Executor:
                     self._next(t)
                     continue
                 return None, np.zeros(6)
-            if isinstance(action, CheckGrasp):
-                if self.cell.touched_by_both_fingers() is None:
-                    return self._fail(t, f'step {action.leg}: grasp missed (nothing between '
-                                         'the fingers)'), np.zeros(6)  # fmt: skip
-                self._next(t)
-                continue
-            if isinstance(action, CheckHolding):
-                if self.cell.held_object() is None:
-                    return self._fail(t, f'step {action.leg}: the object slipped from the '
-                                         'gripper before the place'), np.zeros(6)  # fmt: skip
+            if isinstance(action, CheckGrasp | CheckHolding):
+                if isinstance(action, CheckGrasp):
+                    ok = self.cell.touched_by_both_fingers() is not None
+                    failure = 'grasp missed (nothing between the fingers)'
+                else:
+                    ok = self.cell.held_object() is not None
+                    failure = 'the object slipped from the gripper before the place'
+                if not ok:
+                    return self._fail(t, f'step {action.leg}: {failure}'), np.zeros(6)
                 self._next(t)
                 continue
         result = ExecutionResult(

@@ -170,6 +170,20 @@ def _bin_xml(name: str, center: tuple[float, float]) -> str:
     return f'<body name="{name}" pos="{_f((*center, cell.TABLE_TOP_Z))}">{"".join(parts)}</body>'
 
 
+def _finger_xml(name: str, sign: int, finger_y: float, half: tuple[float, ...]) -> str:
+    """One finger: slides along link 6's z (``sign`` = which side), pad facing the other."""
+    z = sign * FINGER_THICKNESS / 2.0
+    return f"""
+                  <body name="{name}" gravcomp="1">
+                    <inertial pos="0 {finger_y:.9g} {z:.9g}" mass="0.05"
+                              diaginertia="1e-5 1e-5 1e-5"/>
+                    <joint name="{name}" type="slide" axis="0 0 {sign}"
+                           range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
+                    <geom name="{name}_geom" class="finger" type="box"
+                          pos="{_f((0, finger_y, z))}" size="{_f(half)}"/>
+                  </body>"""
+
+
 def _arm_xml() -> str:
     """The arm, from the pedestal to the fingers. Zero pose: upper arm and forearm upright.
 
@@ -185,6 +199,10 @@ def _arm_xml() -> str:
     # The TCP frame: +z (approach) along the flange axis (+y of link 6) and +y along -z of
     # link 6 (the fingers close along it): a -90 degree turn about x.
     tcp_quat = _f((math.sqrt(0.5), -math.sqrt(0.5), 0.0, 0.0))
+    fingers = '\n'.join(
+        _finger_xml(name, sign, finger_y, finger_half)
+        for name, sign in zip(FINGER_JOINTS, (1, -1), strict=True)
+    )
     j = [
         f'name="joint{i + 1}" range="{_f(r[i])}" armature="{JOINT_ARMATURE[i]:.9g}" damping="1"'
         for i in range(6)
@@ -228,24 +246,7 @@ def _arm_xml() -> str:
                         size="{_f((0.025, PALM_LENGTH / 2, FINGER_OPEN + 0.025))}"/>
                   <site name="{TCP_SITE}" pos="0 {FLANGE_LENGTH + FLANGE_TO_TCP:.9g} 0"
                         quat="{tcp_quat}" size="0.006" rgba="1 0 1 0"/>
-                  <body name="finger_left" gravcomp="1">
-                    <inertial pos="0 {finger_y:.9g} 0.006" mass="0.05"
-                              diaginertia="1e-5 1e-5 1e-5"/>
-                    <joint name="finger_left" type="slide" axis="0 0 1"
-                           range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
-                    <geom name="finger_left_geom" class="finger" type="box"
-                          pos="{_f((0, finger_y, FINGER_THICKNESS / 2))}"
-                          size="{_f(finger_half)}"/>
-                  </body>
-                  <body name="finger_right" gravcomp="1">
-                    <inertial pos="0 {finger_y:.9g} -0.006" mass="0.05"
-                              diaginertia="1e-5 1e-5 1e-5"/>
-                    <joint name="finger_right" type="slide" axis="0 0 -1"
-                           range="0 {FINGER_OPEN:.9g}" armature="0.01" damping="2"/>
-                    <geom name="finger_right_geom" class="finger" type="box"
-                          pos="{_f((0, finger_y, -FINGER_THICKNESS / 2))}"
-                          size="{_f(finger_half)}"/>
-                  </body>
+{fingers}
                 </body>
               </body>
             </body>
