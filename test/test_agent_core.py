@@ -64,6 +64,7 @@ class ScriptedBackend:
             token_spans=tuple((i, i + 1) for i in range(n)),
             preprocess_ms=1.0,
             generate_ms=2.0,
+            decode_ms=0.5,
             finished=True,
             timed_out=False,
         )
@@ -194,7 +195,8 @@ def test_a_good_answer_becomes_a_grounded_proposal() -> None:
     assert proposal.image_stamp == Stamp(100, 0) and proposal.stamp == NOW
     assert proposal.model.name == 'scripted'
     assert outcome.detail == 'place left bin, home'
-    assert set(outcome.timings_ms) == {'convert', 'preprocess', 'generate', 'parse', 'ground'}
+    stages = {'convert', 'preprocess', 'generate', 'decode', 'parse', 'ground'}
+    assert set(outcome.timings_ms) == stages
     assert format_timings(outcome.timings_ms).startswith('timings_ms: convert=')
 
 

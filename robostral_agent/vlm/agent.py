@@ -293,6 +293,7 @@ class Agent:
             raise _PlanFailedError('error', MODEL_ERROR, f'{type(exc).__name__}: {exc}') from exc
         outcome.timings_ms['preprocess'] = generation.preprocess_ms
         outcome.timings_ms['generate'] = generation.generate_ms
+        outcome.timings_ms['decode'] = generation.decode_ms
         if generation.timed_out:
             raise _PlanFailedError('error', MODEL_TIMEOUT, f'generation ran past {timeout} s')
         return generation

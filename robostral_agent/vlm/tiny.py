@@ -14,6 +14,7 @@ Random weights produce junk text, which is the point: the agent must turn junk i
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class TinySizes:
 
     ``initializer_range`` is larger than the usual 0.02 so that random outputs depend on the
     image and the prompt (with 0.02 a tiny model emits the same string for every input).
+    ``image_size`` is the input height; ``image_width`` (PaliGemma only) makes the input
+    non-square, and ``vision_intermediate`` / ``vision_heads`` size the vision tower apart
+    from the decoder (``None``: the same as ``intermediate`` / ``heads``).
     """
 
     hidden: int = 32
@@ -52,6 +56,9 @@ class TinySizes:
     image_size: int = 32
     patch_size: int = 8
     initializer_range: float = 0.5
+    image_width: int | None = None
+    vision_intermediate: int | None = None
+    vision_heads: int | None = None
 
 
 def reference_corpus() -> list[str]:
@@ -136,11 +143,15 @@ def _save(out_dir: Path, model: Any, processor: Any, tokenizer: Any, card: dict[
     return out_dir
 
 
-def _card(name: str, prompt: str, output_format: str, **fields: Any) -> dict[str, Any]:
+def _card(
+    name: str, prompt: str, output_format: str, sizes: TinySizes, **fields: Any
+) -> dict[str, Any]:
+    """The sidecar: the frame is shrunk to the vision tower's input size before the processor."""
     card = {
         'name': name,
         'prompt_template': prompt,
         'output_format': output_format,
+        'image_size': [sizes.image_size, sizes.image_size],
         'max_new_tokens': 96,
         'constrained': True,
         'labels': reference_labels(),
@@ -181,18 +192,28 @@ def build_tiny_paligemma(
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     tokenizer = tokenizer if tokenizer is not None else train_tokenizer()
-    seq_len = (sizes.image_size // sizes.patch_size) ** 2
+    height, width = sizes.image_size, sizes.image_width or sizes.image_size
+    seq_len = (height // sizes.patch_size) * (width // sizes.patch_size)
+    # SigLIP learns a square table of patch positions, (image_size / patch)^2 entries, and
+    # adds it to the patches in row-major order: a non-square input works when its patch
+    # count is a square number (e.g. 25 x 9 = 15^2).
+    side = math.isqrt(seq_len)
+    if side * side != seq_len:
+        raise ValueError(
+            f'{width}x{height} px in {sizes.patch_size} px patches gives {seq_len} patches, '
+            'not a square number, which SigLIP position embeddings need'
+        )
     image_processor = SiglipImageProcessorPil(
-        size={'height': sizes.image_size, 'width': sizes.image_size}, image_seq_length=seq_len
+        size={'height': height, 'width': width}, image_seq_length=seq_len
     )
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     ids = _special_ids(tokenizer)
     vision = SiglipVisionConfig(
         hidden_size=sizes.vision_hidden,
-        intermediate_size=sizes.intermediate,
+        intermediate_size=sizes.vision_intermediate or sizes.intermediate,
         num_hidden_layers=sizes.vision_layers,
-        num_attention_heads=sizes.heads,
-        image_size=sizes.image_size,
+        num_attention_heads=sizes.vision_heads or sizes.heads,
+        image_size=side * sizes.patch_size,
         patch_size=sizes.patch_size,
         vision_use_head=False,
     )
@@ -221,7 +242,7 @@ def build_tiny_paligemma(
     prompt = (
         '<image>detect {labels}' if output_format == 'paligemma_loc' else '<image>{instruction}'
     )
-    sidecar = _card(name, prompt, output_format, **(card or {}))
+    sidecar = _card(name, prompt, output_format, sizes, **(card or {}))
     return _save(Path(out_dir), model, processor, tokenizer, sidecar)
 
 
@@ -288,7 +309,7 @@ def build_tiny_idefics3(
     _init(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     prompt = 'User:<image>{instruction}<end_of_utterance>\nAssistant:'
-    sidecar = _card(name, prompt, output_format, box_format='normalised', **(card or {}))
+    sidecar = _card(name, prompt, output_format, sizes, box_format='normalised', **(card or {}))
     return _save(Path(out_dir), model, processor, tokenizer, sidecar)
 
 
@@ -364,7 +385,9 @@ def build_tiny_florence2(
     _init(seed)
     model = Florence2ForConditionalGeneration(config).eval()
     model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
-    sidecar = _card(name, '{instruction}', output_format, box_format='absolute', **(card or {}))
+    sidecar = _card(
+        name, '{instruction}', output_format, sizes, box_format='absolute', **(card or {})
+    )
     return _save(Path(out_dir), model, processor, tokenizer, sidecar)
 
 
@@ -442,7 +465,8 @@ def build_tiny_qwen2_vl(
     _init(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
     prompt = '<|vision_start|><|image_pad|><|vision_end|>{instruction}'
-    sidecar = _card(name, prompt, output_format, box_format='normalised', **(card or {}))
+    sidecar = _card(name, prompt, output_format, sizes, box_format='normalised', **(card or {}))
+    sidecar['image_size'] = [side, side]  # Qwen's patches: 14 px, merged 2x2
     path = _save(Path(out_dir), model, processor, tokenizer, sidecar)
     AutoProcessor.from_pretrained(path, local_files_only=True)  # fail here, not in a test
     return path
@@ -506,7 +530,7 @@ def build_tiny_mistral3(
     )
     _init(seed)
     model = Mistral3ForConditionalGeneration(config).eval()
-    sidecar = _card(name, '[IMG]{instruction}', output_format, box_format='absolute')
+    sidecar = _card(name, '[IMG]{instruction}', output_format, sizes, box_format='absolute')
     sidecar.update(card or {})
     return _save(Path(out_dir), model, processor, tokenizer, sidecar)
 
