@@ -16,7 +16,8 @@ Decisions, in order of evaluation (a verdict lists EVERY failed rule):
 4. The policy rules (:class:`PolicyEvaluator`), from the latest fresh tool pose.
 5. ``ESTOP_LATCHED`` while latched, and for any proposal stamped before the last reset: a
    reset never releases a goal proposed before it (including the plans that were pending when
-   the latch tripped, which are dropped at the trip).
+   the latch tripped, which are dropped at the trip). A proposal already refused as
+   ``STALE_PROPOSAL`` does not get this second code for the same age.
 6. ``RATE_LIMITED`` when the token bucket of approved plans is empty (a token is spent only
    by an approval, so rejected plans never use up the rate).
 
@@ -342,7 +343,11 @@ class Supervisor:
         )
         if self._latch.state == LATCHED:
             findings.add('ESTOP_LATCHED', f'latched: {self._latch.reason}')
-        if proposal.stamp.to_ns() < self._latch.last_reset_ns:
+        # A stale proposal is already refused by the age rule; the reset rule is added for
+        # fresh ones (and at approval time, where the age rules do not apply), so a stale
+        # plan is not reported twice for the same fact.
+        already_stale = 'STALE_PROPOSAL' in findings.codes
+        if proposal.stamp.to_ns() < self._latch.last_reset_ns and not already_stale:
             findings.add(
                 'ESTOP_LATCHED',
                 f'proposed at {proposal.stamp.to_seconds():.3f} s, before the last reset at '
