@@ -282,6 +282,7 @@ def test_stop_works_before_the_model_is_loaded(
     assert cell.node._agent is None
 
 
+@pytest.mark.slow
 def test_a_flood_of_100_instructions_yields_busy_with_a_bounded_queue(
     cell_factory: Callable[..., Cell], planning_model: tuple[Path, int]
 ) -> None:

@@ -145,6 +145,7 @@ def test_three_families_load_and_run_end_to_end(
     assert states <= {'proposed', 'not_found', 'error'}
 
 
+@pytest.mark.slow
 def test_constrained_random_paligemma_always_parses(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

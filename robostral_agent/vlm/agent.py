@@ -48,6 +48,7 @@ from robostral_agent.contract import (
 )
 from robostral_agent.vlm import grounding
 from robostral_agent.vlm.backend import Backend, Generation
+from robostral_agent.vlm.errors import ReasonError
 from robostral_agent.vlm.formats import (
     FormatError,
     ParsedPlan,
@@ -121,15 +122,15 @@ class Outcome:
         return self.message
 
 
-class _PlanFailedError(Exception):
-    """Internal: ends :meth:`Agent.plan` early with a state and a reason."""
+class _PlanFailedError(ReasonError):
+    """Internal: ends :meth:`Agent.plan` early with a status state and a reason."""
 
     def __init__(self, state: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.state, self.reason, self.message = state, reason, message
+        super().__init__(reason, message)
+        self.state = state
 
 
-def _fail_from(exc: FrameError | GroundingError) -> _PlanFailedError:
+def _fail_from(exc: ReasonError) -> _PlanFailedError:
     state = 'not_found' if exc.code in _NOT_FOUND_CODES else 'error'
     return _PlanFailedError(state, exc.code, exc.message)
 
@@ -206,7 +207,7 @@ class Agent:
         except _PlanFailedError as failed:
             outcome.state, outcome.reason, outcome.message = (
                 failed.state,
-                failed.reason,
+                failed.code,
                 failed.message,
             )
         return outcome

@@ -113,6 +113,23 @@ def _stripped(text: str) -> tuple[str, int]:
     return body, (text.find(body) if body else 0)
 
 
+def _loc_step(match: re.Match[str], at: int, task: str, labels: Sequence[str]) -> ParsedStep:
+    """A step from a ``<loc>x4 label`` match at offset ``at``; spans: the box and the label."""
+    label = match.group('label')
+    _check_label(label, labels)
+    spans = (
+        (at + match.start('box'), at + match.end('box')),
+        (at + match.start('label'), at + match.end('label')),
+    )
+    return ParsedStep(task, label, _loc_box(match, 'box'), spans)
+
+
+def _plan(steps: list[ParsedStep]) -> ParsedPlan:
+    if len(steps) > MAX_STEPS:
+        raise FormatError(f'{len(steps)} steps, at most {MAX_STEPS} allowed')
+    return ParsedPlan(tuple(steps))
+
+
 def parse_robostral_v1(text: str, labels: Sequence[str] = ()) -> ParsedPlan:
     """Strict ``robostral_v1``; ``labels`` (if given) is the closed vocabulary."""
     _bounded(text)
@@ -130,16 +147,8 @@ def parse_robostral_v1(text: str, labels: Sequence[str] = ()) -> ParsedPlan:
         match = _STEP_RE.fullmatch(piece)
         if match is None:
             raise FormatError(f'step at {at} is not "task <loc>x4 label" or "home": {piece!r}')
-        label = match.group('label')
-        _check_label(label, labels)
-        spans = (
-            (at + match.start('box'), at + match.end('box')),
-            (at + match.start('label'), at + match.end('label')),
-        )
-        steps.append(ParsedStep(match.group('task'), label, _loc_box(match, 'box'), spans))
-    if len(steps) > MAX_STEPS:
-        raise FormatError(f'{len(steps)} steps, at most {MAX_STEPS} allowed')
-    return ParsedPlan(tuple(steps))
+        steps.append(_loc_step(match, at, match.group('task'), labels))
+    return _plan(steps)
 
 
 def parse_paligemma_loc(text: str, labels: Sequence[str] = ()) -> ParsedPlan:
@@ -154,16 +163,8 @@ def parse_paligemma_loc(text: str, labels: Sequence[str] = ()) -> ParsedPlan:
         match = _DETECTION_RE.fullmatch(piece)
         if match is None:
             raise FormatError(f'detection at {at} is not "<loc>x4 label": {piece!r}')
-        label = match.group('label')
-        _check_label(label, labels)
-        spans = (
-            (at + match.start('box'), at + match.end('box')),
-            (at + match.start('label'), at + match.end('label')),
-        )
-        detections.append(ParsedStep(DETECT, label, _loc_box(match, 'box'), spans))
-    if len(detections) > MAX_STEPS:
-        raise FormatError(f'{len(detections)} detections, at most {MAX_STEPS} allowed')
-    return ParsedPlan(tuple(detections))
+        detections.append(_loc_step(match, at, DETECT, labels))
+    return _plan(detections)
 
 
 # --- json_v1 -----------------------------------------------------------------------------------
@@ -240,12 +241,14 @@ def parse_json_v1(
     elements, close = _array_elements(text[:body_end], i)
     if text[close:body_end].strip():
         raise FormatError(f'unexpected text after the JSON list at {close}')
-    if len(elements) > MAX_STEPS:
+    if len(elements) > MAX_STEPS:  # before the per-step work
         raise FormatError(f'{len(elements)} steps, at most {MAX_STEPS} allowed')
-    steps = []
-    for n, (item, start, end) in enumerate(elements):
-        steps.append(_json_step(item, n, (start, end), labels, box_format, box_scale, image_size))
-    return ParsedPlan(tuple(steps))
+    return _plan(
+        [
+            _json_step(item, n, (start, end), labels, box_format, box_scale, image_size)
+            for n, (item, start, end) in enumerate(elements)
+        ]
+    )
 
 
 def _json_step(

@@ -16,6 +16,7 @@ import numpy as np
 
 from robostral_agent.contract import Stamp
 from robostral_agent.geometry import CameraIntrinsics
+from robostral_agent.vlm.errors import ReasonError
 
 NO_FRAME: Final = 'NO_FRAME'
 NO_CAMERA_INFO: Final = 'NO_CAMERA_INFO'
@@ -31,13 +32,8 @@ DEPTH_ENCODINGS: Final = ('32FC1', '16UC1')
 T = TypeVar('T')
 
 
-class FrameError(ValueError):
+class FrameError(ReasonError):
     """A frame cannot be used; ``code`` is one of this module's reason codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f'{code}: {message}')
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import numpy as np
 from robostral_agent.cell import BASE_FRAME, OBJECT_HEIGHT, OBJECT_SIZE, TABLE_TOP_Z
 from robostral_agent.contract import Target
 from robostral_agent.geometry import CameraIntrinsics, GeometryError, Transform
+from robostral_agent.vlm.errors import ReasonError
 from robostral_agent.vlm.formats import Box
 
 # Reason codes of grounding failures (the status detail starts with one).
@@ -49,13 +50,8 @@ DOWN: Final = (1.0, 0.0, 0.0, 0.0)
 _EDGE_TOLERANCE: Final = 1e-6
 
 
-class GroundingError(ValueError):
+class GroundingError(ReasonError):
     """A step cannot be grounded; ``code`` is one of this module's reason codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f'{code}: {message}')
 
 
 @dataclass(frozen=True)

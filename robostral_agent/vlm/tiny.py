@@ -131,11 +131,28 @@ def _special_ids(tokenizer: Any) -> dict[str, int]:
     }
 
 
-def _save(out_dir: Path, model: Any, processor: Any, tokenizer: Any, card: dict[str, Any]) -> Path:
-    """Save model, processor and sidecar; generation ids must match the tokenizer."""
-    ids = _special_ids(tokenizer)
-    for key, value in ids.items():
+def _build(
+    out_dir: Path,
+    model_class: Any,
+    config: Any,
+    seed: int,
+    processor: Any,
+    tokenizer: Any,
+    card: dict[str, Any],
+    **generation: Any,
+) -> Path:
+    """Initialise the model from ``seed`` and save it, its processor and the sidecar.
+
+    The generation config's bos/eos/pad ids must be the tokenizer's, or generation keeps a
+    default stop token outside the tiny vocabulary; ``generation`` sets further fields.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    for key, value in {**_special_ids(tokenizer), **generation}.items():
         setattr(model.generation_config, key, value)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -144,10 +161,18 @@ def _save(out_dir: Path, model: Any, processor: Any, tokenizer: Any, card: dict[
 
 
 def _card(
-    name: str, prompt: str, output_format: str, sizes: TinySizes, **fields: Any
+    name: str,
+    prompt: str,
+    output_format: str,
+    sizes: TinySizes,
+    overrides: dict[str, Any] | None,
+    **defaults: Any,
 ) -> dict[str, Any]:
-    """The sidecar: the frame is shrunk to the vision tower's input size before the processor."""
-    card = {
+    """The sidecar; the frame is shrunk to the vision tower's input size first.
+
+    ``defaults`` are the family's, ``overrides`` the caller's (applied last).
+    """
+    return {
         'name': name,
         'prompt_template': prompt,
         'output_format': output_format,
@@ -155,15 +180,9 @@ def _card(
         'max_new_tokens': 96,
         'constrained': True,
         'labels': reference_labels(),
+        **defaults,
+        **(overrides or {}),
     }
-    card.update(fields)
-    return card
-
-
-def _init(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def build_tiny_paligemma(
@@ -237,13 +256,13 @@ def build_tiny_paligemma(
         initializer_range=sizes.initializer_range,
         **ids,
     )
-    _init(seed)
-    model = PaliGemmaForConditionalGeneration(config).eval()
     prompt = (
         '<image>detect {labels}' if output_format == 'paligemma_loc' else '<image>{instruction}'
     )
-    sidecar = _card(name, prompt, output_format, sizes, **(card or {}))
-    return _save(Path(out_dir), model, processor, tokenizer, sidecar)
+    sidecar = _card(name, prompt, output_format, sizes, card)
+    return _build(
+        out_dir, PaliGemmaForConditionalGeneration, config, seed, processor, tokenizer, sidecar
+    )
 
 
 def build_tiny_idefics3(
@@ -306,11 +325,11 @@ def build_tiny_idefics3(
         initializer_range=sizes.initializer_range,
         **ids,
     )
-    _init(seed)
-    model = Idefics3ForConditionalGeneration(config).eval()
     prompt = 'User:<image>{instruction}<end_of_utterance>\nAssistant:'
-    sidecar = _card(name, prompt, output_format, sizes, box_format='normalised', **(card or {}))
-    return _save(Path(out_dir), model, processor, tokenizer, sidecar)
+    sidecar = _card(name, prompt, output_format, sizes, card, box_format='normalised')
+    return _build(
+        out_dir, Idefics3ForConditionalGeneration, config, seed, processor, tokenizer, sidecar
+    )
 
 
 def build_tiny_florence2(
@@ -382,13 +401,11 @@ def build_tiny_florence2(
         image_token_id=tokenizer.convert_tokens_to_ids('<image>'),
         **ids,
     )
-    _init(seed)
-    model = Florence2ForConditionalGeneration(config).eval()
-    model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
-    sidecar = _card(
-        name, '{instruction}', output_format, sizes, box_format='absolute', **(card or {})
-    )
-    return _save(Path(out_dir), model, processor, tokenizer, sidecar)
+    sidecar = _card(name, '{instruction}', output_format, sizes, card, box_format='absolute')
+    return _build(
+        out_dir, Florence2ForConditionalGeneration, config, seed, processor, tokenizer, sidecar,
+        decoder_start_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
 
 
 def torchvision_available() -> tuple[bool, str]:
@@ -462,12 +479,14 @@ def build_tiny_qwen2_vl(
         vision_end_token_id=tokenizer.convert_tokens_to_ids('<|vision_end|>'),
         **ids,
     )
-    _init(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
     prompt = '<|vision_start|><|image_pad|><|vision_end|>{instruction}'
-    sidecar = _card(name, prompt, output_format, sizes, box_format='normalised', **(card or {}))
-    sidecar['image_size'] = [side, side]  # Qwen's patches: 14 px, merged 2x2
-    path = _save(Path(out_dir), model, processor, tokenizer, sidecar)
+    # Qwen's patches are 14 px, merged 2x2: the frame is shrunk to `side`, not to sizes.
+    sidecar = _card(
+        name, prompt, output_format, sizes, card, box_format='normalised', image_size=[side] * 2
+    )
+    path = _build(
+        out_dir, Qwen2VLForConditionalGeneration, config, seed, processor, tokenizer, sidecar
+    )
     AutoProcessor.from_pretrained(path, local_files_only=True)  # fail here, not in a test
     return path
 
@@ -528,11 +547,10 @@ def build_tiny_mistral3(
         spatial_merge_size=2,
         **ids,
     )
-    _init(seed)
-    model = Mistral3ForConditionalGeneration(config).eval()
-    sidecar = _card(name, '[IMG]{instruction}', output_format, sizes, box_format='absolute')
-    sidecar.update(card or {})
-    return _save(Path(out_dir), model, processor, tokenizer, sidecar)
+    sidecar = _card(name, '[IMG]{instruction}', output_format, sizes, card, box_format='absolute')
+    return _build(
+        out_dir, Mistral3ForConditionalGeneration, config, seed, processor, tokenizer, sidecar
+    )
 
 
 Builder = Callable[..., Path]
