@@ -24,7 +24,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from helpers import spin_until
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -83,7 +83,7 @@ class Cell:
         overrides = [Parameter('model_path', value=str(model))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = AgentNode(context=context, namespace=namespace, parameter_overrides=overrides)
-        self._executor = SingleThreadedExecutor(context=context)
+        self._executor = MultiThreadedExecutor(num_threads=2, context=context)  # as main()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()
@@ -259,6 +259,33 @@ def test_stop_words_trip_the_estop_without_the_model(
     assert cell.estops == [True]
     assert final['state'] == 'stopped' and final['detail'].startswith('STOP_INTENT')
     assert cell.node._agent.backend.calls == calls
+
+
+def test_stop_is_not_held_up_by_a_model_that_is_loading(
+    ros_context: object, namespace: str, planning_model: tuple[Path, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    loading, release = threading.Event(), threading.Event()
+    real_init = TransformersBackend.__init__
+
+    def slow_init(self: TransformersBackend, *args: Any, **kwargs: Any) -> None:
+        loading.set()
+        release.wait(30.0)  # a big model takes this long to load
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersBackend, '__init__', slow_init)
+    cell = Cell(ros_context, namespace, planning_model[0], torch_threads=1)
+    try:
+        assert cell.spin_until(loading.is_set, 10.0)
+        cell.wait_ready(active=False)
+        cell.send(json.dumps({'id': 'op-stop', 'text': 'STOP'}))
+        assert cell.spin_until(lambda: cell.estops == [True], 10.0), 'stop waited for the load'
+        assert cell.final_status('op-stop', 5.0)['state'] == 'stopped'
+        assert cell.node._state == 'unconfigured'  # still loading
+    finally:
+        release.set()
+    assert cell.spin_until(lambda: cell.node._state == 'active', 30.0)
+    cell.close()
 
 
 def test_stop_works_before_the_model_is_loaded(

@@ -24,8 +24,9 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -46,7 +47,7 @@ from robostral_agent.vlm.agent import (
     screen,
 )
 from robostral_agent.vlm.annotate import annotate
-from robostral_agent.vlm.backend import BackendError, TransformersBackend
+from robostral_agent.vlm.backend import DEVICES, DTYPES, BackendError, TransformersBackend
 from robostral_agent.vlm.frames import Frame
 from robostral_agent.vlm.grounding import GroundingConfig
 
@@ -195,15 +196,21 @@ class AgentNode(LifecycleNode):
         self._proposal_pub: Any = None
         self._debug_pub: Any = None
         # Always there, in every state: stopping and answering must never depend on the model.
+        # Their own callback group: under a multi-threaded executor (main()) instructions are
+        # screened, and a stop published, even while configure is loading the model.
+        operator = MutuallyExclusiveCallbackGroup()
         self._status_pub = self.create_publisher(
             String, 'robostral/instruction_status', STATUS_QOS
         )
         self._estop_pub = self.create_publisher(Bool, 'robostral/estop', OPERATOR_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.instruction_sub = self.create_subscription(
-            String, 'robostral/instruction', self._on_instruction, INSTRUCTION_QOS
+            String, 'robostral/instruction', self._on_instruction, INSTRUCTION_QOS,
+            callback_group=operator,
+        )  # fmt: skip
+        self.create_timer(
+            self.config.diagnostics_period_s, self._publish_diagnostics, callback_group=operator
         )
-        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         self._autostart_timer = (
             self.create_timer(0.0, self._autostart) if self.config.autostart else None
         )
@@ -232,8 +239,8 @@ class AgentNode(LifecycleNode):
         errors = list(self._param_errors)
         cfg = self.config
         for name, options in (
-            ('device', ('auto', 'cpu', 'cuda')),
-            ('dtype', ('auto', 'float32', 'bfloat16', 'float16')),
+            ('device', DEVICES),
+            ('dtype', DTYPES),
             ('constrained_decoding', ('auto', 'on', 'off')),
         ):
             if getattr(cfg, name) not in options:
@@ -514,12 +521,12 @@ def _ms_since(t0: float) -> float:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``agent_node``."""
+    """Console script ``agent_node``: two executor threads, so a stop never waits for a load."""
     rclpy.init(args=args)
     node = None
     try:
         node = AgentNode()
-        rclpy.spin(node)
+        rclpy.spin(node, MultiThreadedExecutor(num_threads=2))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
