@@ -227,7 +227,7 @@ class Agent:
             generation = self._generate(frame, card.prompt(instruction.text, targets), outcome)
             outcome.text = generation.text
         t0 = time.perf_counter()
-        plan = self._parse(generation, skeleton, frame, outcome)
+        plan = self._parse(generation, skeleton, frame)
         outcome.timings_ms['parse'] = (time.perf_counter() - t0) * 1e3
         outcome.parsed = plan
         if not plan.found:
@@ -304,7 +304,6 @@ class Agent:
         generation: Generation | None,
         skeleton: tuple[IntentStep, ...],
         frame: Frame,
-        outcome: Outcome,
     ) -> ParsedPlan:
         card = self.backend.card
         if generation is None:  # a detection model asked only to go home: nothing to detect
