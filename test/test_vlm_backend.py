@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +292,13 @@ def test_load_failures_are_clear_backend_errors(
     good = tiny_model(tmp_path_factory, 'paligemma')
     with pytest.raises(BackendError, match='dtype'):
         TransformersBackend(good, dtype='int4')
+    # A prompt without the model's image token fails at warm-up, not at the first instruction.
+    broken = tmp_path / 'no-image-token'
+    shutil.copytree(tiny_model(tmp_path_factory, 'idefics3'), broken)
+    card = yaml.safe_load((broken / CARD_FILE).read_text())
+    (broken / CARD_FILE).write_text(yaml.safe_dump({**card, 'prompt_template': '{instruction}'}))
+    with pytest.raises(BackendError, match='warm-up failed'):
+        TransformersBackend(broken)
 
 
 def test_model_card_is_strict(tmp_path: Path) -> None:

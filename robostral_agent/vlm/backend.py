@@ -170,7 +170,7 @@ class TransformersBackend:
             self.model = AutoModelForImageTextToText.from_pretrained(
                 self.path, dtype=getattr(torch, self.dtype), **options
             )
-        except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+        except Exception as exc:  # third-party loaders raise anything on a bad directory
             raise BackendError(f'cannot load {self.path}: {type(exc).__name__}: {exc}') from exc
         self.model.to(self.device).eval()
         self.tokenizer = self.processor.tokenizer
@@ -189,7 +189,7 @@ class TransformersBackend:
                 self.constraint = GrammarConstraint(
                     self.tokenizer, vocab, self.stop_token_ids, self.card
                 )
-            except (RuntimeError, ValueError) as exc:
+            except Exception as exc:  # xgrammar reports bad grammars with several types
                 raise BackendError(f'cannot build the output grammar: {exc}') from exc
 
     def _check_limits(self) -> tuple[str, ...]:
@@ -205,7 +205,10 @@ class TransformersBackend:
         """One short generation so the first instruction does not pay for lazy init."""
         size = self.card.image_size or (64, 48)
         image = np.full((size[1], size[0], 3), 127, np.uint8)
-        self._generate(image, self.card.prompt('home', ('left bin',)), 60.0, max_new_tokens=2)
+        try:
+            self._generate(image, self.card.prompt('home', ('left bin',)), 60.0, max_new_tokens=2)
+        except Exception as exc:  # e.g. a prompt without the model's image token
+            raise BackendError(f'warm-up failed: {type(exc).__name__}: {exc}') from exc
 
     def _inputs(self, image: np.ndarray, prompt: str) -> Any:
         import cv2
