@@ -194,7 +194,17 @@ def main() -> None:
     targets = {'verdict_p99_lt_10ms': v['p99_ms'] < 10.0, 'estop_max_lt_100ms': e['max_ms'] < 100,
                'no_lost_verdict': s['lost'] == 0}  # fmt: skip
     print('targets:', ', '.join(f'{k} {"met" if ok else "NOT met"}' for k, ok in targets.items()))
-    print(json.dumps({'bench': 'supervisor_dds', **results, 'targets': targets}))
+    print(f'load average (1 min, shared 2-core machine): {os.getloadavg()[0]:.2f}')
+    print(
+        json.dumps(
+            {
+                'bench': 'supervisor_dds',
+                'loadavg_1min': os.getloadavg()[0],
+                **results,
+                'targets': targets,
+            }
+        )
+    )
 
 
 if __name__ == '__main__':
