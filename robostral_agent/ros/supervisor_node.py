@@ -55,8 +55,10 @@ OPERATOR_QOS: Final = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
 )
 # Proposals in and decisions out: a burst must be judged and answered, not overwritten.
+# 1000 messages (about 1 MB) hold 5 s of a 200 Hz flood while the node catches up; older
+# proposals then come out as STALE_PROPOSAL verdicts instead of silently dropped samples.
 DECISION_QOS: Final = QoSProfile(
-    depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
+    depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
 )
 MARKERS_QOS: Final = QoSProfile(
     depth=1,
