@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument('--runs', type=int, default=3, help='pick-and-places, fast mode')
     parser.add_argument('--camera-hz', type=float, default=10.0, help='node-like camera rate')
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # other work on a shared machine moves every figure
     figures: dict[str, float | str] = {}
     figures.update(bench_render(args.frames))
     figures.update(bench_physics(args.runs))
@@ -143,6 +145,10 @@ def main() -> None:
         ('pick-and-place wall time at 1x', f'{f["pick_place_wall_1x_s"]:.2f} s', '< 10'),
         ('pick-and-place wall time, physics flat out', f'{f["pick_place_wall_fast_s"]:.2f} s', ''),
     ]  # fmt: skip
+    figures['load_average_1min'] = max(load_before, os.getloadavg()[0])
+    rows.append(
+        ('load average (1 min, worst of start/end)', f'{figures["load_average_1min"]:.2f}', '')
+    )
     width = max(len(r[0]) for r in rows)
     print(f'{"measure":<{width}}  {"value":>16}  target')
     for name, value, target in rows:
