@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CAMERA = reference_camera()
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 INSTRUCTION = 'put the red cube in the left bin'
+# Answers that say the node or its camera input is not there yet, not what the model said.
+TRANSIENT = ('NOT_ACTIVE', 'NO_FRAME', 'FRAME_MISMATCH', 'STALE_FRAME')
 
 
 @pytest.fixture(scope='module')
@@ -218,17 +220,23 @@ def test_instruction_and_frames_yield_a_proposal_and_statuses(
     cell.color = synthetic_frame(seed).color
     cell.wait_ready()
     cell.stream_frames()
-    cell.send(json.dumps({'id': 'op-42', 'text': INSTRUCTION, 'operator': 'alice'}))
-    final = cell.final_status('op-42')
+    # Best-effort frames may be dropped on a loaded machine (the answer is then a frame
+    # error, correctly): ask again, a bounded number of times.
+    for attempt in range(5):
+        instruction_id = f'op-{attempt}'
+        cell.send(json.dumps({'id': instruction_id, 'text': INSTRUCTION, 'operator': 'alice'}))
+        final = cell.final_status(instruction_id)
+        if not final['detail'].startswith(TRANSIENT):
+            break
     assert final['state'] == 'proposed', final
     assert cell.spin_until(lambda: cell.proposals and cell.debug)
     proposal = decode_goal_proposal(cell.proposals[0])
-    assert (proposal.instruction_id, proposal.operator) == ('op-42', 'alice')
+    assert (proposal.instruction_id, proposal.operator) == (instruction_id, 'alice')
     assert final['proposal_id'] == proposal.id
     assert proposal.model.sha256 == cell.node._agent.backend.sha256
     assert any(step.bbox is not None for step in proposal.steps)
     assert all(step.target.frame_id == 'base_link' for step in proposal.steps)
-    mine = [s for s in cell.statuses if s['instruction_id'] == 'op-42']
+    mine = [s for s in cell.statuses if s['instruction_id'] == instruction_id]
     assert [s['state'] for s in mine] == ['received', 'proposed']
     assert 0 < mine[0]['latency_ms'] < final['latency_ms']
     assert 'timings_ms: convert=' in final['detail'] and 'generate=' in final['detail']
@@ -501,14 +509,16 @@ def test_console_script_with_the_shipped_parameter_file(
     def ready() -> bool:
         """Probe, one at a time, until an instruction really reaches the model.
 
-        Before the camera frames are in, the node answers NO_FRAME; a probe that got no
-        answer in 2 s (the node's reader may match after our writer did) is sent again.
+        Until activation completes the node answers NOT_ACTIVE, before the camera frames
+        are in NO_FRAME; an answered probe is followed by the next after 0.2 s, one without
+        an answer (the node's reader may match after our writer did) is repeated after 2 s.
         """
         finals = {s['instruction_id']: s for s in statuses if s['state'] != 'received'}
         last = finals.get(probes[-1]) if probes else None
-        if last is not None and not last['detail'].startswith('NO_FRAME'):
+        if last is not None and not last['detail'].startswith(TRANSIENT):
             return True
-        if not probes or last is not None or time.monotonic() - sent_at[0] > 2.0:
+        waited = time.monotonic() - sent_at[0]
+        if not probes or (last is not None and waited > 0.2) or waited > 2.0:
             probes.append(f'probe-{len(probes)}')
             sent_at[0] = time.monotonic()
             pub.publish(String(data=json.dumps({'id': probes[-1], 'text': 'pick the cube'})))
@@ -518,15 +528,20 @@ def test_console_script_with_the_shipped_parameter_file(
         assert spin_until(executor, matched, 60.0), 'the node never came up'
         assert spin_until(executor, ready, 30.0), f'the node never planned: {statuses[-3:]}'
 
-        def state_of(instruction_id: str) -> str:
-            finals = [s['state'] for s in statuses if s['instruction_id'] == instruction_id]
-            return finals[-1] if finals else ''
+        def final(instruction_id: str) -> dict[str, Any] | None:
+            finals = [s for s in statuses if s['instruction_id'] == instruction_id]
+            return finals[-1] if finals and finals[-1]['state'] != 'received' else None
 
-        pub.publish(String(data=json.dumps({'id': 'op-1', 'text': INSTRUCTION, 'operator': 'al'})))
-        got_plan = spin_until(executor, lambda: state_of('op-1') not in ('', 'received'), 60.0)
-        assert got_plan and state_of('op-1') == 'proposed', [
-            (s['instruction_id'], s['state'], s['detail'][:50]) for s in statuses[-4:]
-        ]
+        # Best-effort camera frames can be dropped on a loaded machine (then the honest
+        # answer is a frame error): ask again, a bounded number of times.
+        for attempt in range(5):
+            instruction_id = f'op-{attempt}'
+            payload = {'id': instruction_id, 'text': INSTRUCTION, 'operator': 'al'}
+            pub.publish(String(data=json.dumps(payload)))
+            assert spin_until(executor, lambda i=instruction_id: final(i) is not None, 60.0)
+            if not final(instruction_id)['detail'].startswith(TRANSIENT):
+                break
+        assert final(instruction_id)['state'] == 'proposed', statuses[-4:]
         assert spin_until(executor, lambda: bool(proposals), 10.0)
         assert decode_goal_proposal(proposals[0]).operator == 'al'
         pub.publish(String(data='Emergency stop!'))
