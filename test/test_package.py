@@ -40,7 +40,15 @@ IMPORT_KEYS = {
     'xgrammar': 'python3-xgrammar-pip',
     'mujoco': 'python3-mujoco-pip',
     'rich': 'python3-rich',
+    'tqdm': 'python3-tqdm',
 }
+# Keys verified in rosdistro (rosdep/base.yaml, python.yaml) on 2026-11-29; any other key
+# must be defined in this package's rosdep/robostral.yaml, or `rosdep install` fails.
+ROSDISTRO_KEYS = {
+    'python3-numpy', 'python3-scipy', 'python3-opencv', 'python3-yaml', 'python3-pil',
+    'python3-torch', 'python3-transformers-pip', 'python3-mujoco-pip', 'python3-rich',
+    'python3-tqdm', 'python3-pytest', 'python3-hypothesis',
+}  # fmt: skip
 
 
 def _manifest() -> ET.Element:
@@ -89,6 +97,18 @@ def test_every_runtime_import_is_declared() -> None:
         if IMPORT_KEYS[name] not in declared
     }
     assert not missing, f'declare in package.xml: {missing}'
+
+
+def test_every_system_dependency_key_resolves() -> None:
+    """ROS packages resolve by name; python3-* keys from rosdistro or our own rosdep file."""
+    import yaml
+
+    own = set(yaml.safe_load((ROOT / 'rosdep' / 'robostral.yaml').read_text()))
+    for element in _manifest():
+        key = element.text or ''
+        if element.tag.endswith('depend') and key.startswith('python3-'):
+            assert key in ROSDISTRO_KEYS | own, f'{key}: in neither rosdistro nor our rosdep file'
+    assert own <= {e.text for e in _manifest()}, 'rosdep/robostral.yaml defines unused keys'
 
 
 def test_setup_cfg_installs_scripts_where_ros2_run_looks() -> None:
