@@ -24,6 +24,8 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from helpers import spin_until
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -85,7 +87,12 @@ class Cell:
         overrides = [Parameter('model_path', value=str(model))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = AgentNode(context=context, namespace=namespace, parameter_overrides=overrides)
-        self._executor = MultiThreadedExecutor(num_threads=2, context=context)  # as main()
+        # As main(): one executor thread with autostart, two for a managed node.
+        self._executor = (
+            SingleThreadedExecutor(context=context)
+            if self.node.config.autostart
+            else MultiThreadedExecutor(num_threads=2, context=context)
+        )
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()
@@ -269,9 +276,10 @@ def test_stop_words_trip_the_estop_without_the_model(
     assert cell.node._agent.backend.calls == calls
 
 
+@pytest.mark.parametrize('autostart', [True, False], ids=['autostart', 'lifecycle-manager'])
 def test_stop_is_not_held_up_by_a_model_that_is_loading(
     ros_context: object, namespace: str, planning_model: tuple[Path, int],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, autostart: bool,
 ) -> None:  # fmt: skip
     loading, release = threading.Event(), threading.Event()
     real_init = TransformersBackend.__init__
@@ -282,8 +290,12 @@ def test_stop_is_not_held_up_by_a_model_that_is_loading(
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(TransformersBackend, '__init__', slow_init)
-    cell = Cell(ros_context, namespace, planning_model[0], torch_threads=1)
+    cell = Cell(ros_context, namespace, planning_model[0], torch_threads=1, autostart=autostart)
     try:
+        if not autostart:  # a lifecycle manager asks, through the node's own service
+            change = cell.client.create_client(ChangeState, 'robostral_agent/change_state')
+            assert change.wait_for_service(timeout_sec=10.0)
+            done = change.call_async(ChangeState.Request(transition=Transition(id=1)))
         assert cell.spin_until(loading.is_set, 10.0)
         cell.wait_ready(active=False)
         cell.send(json.dumps({'id': 'op-stop', 'text': 'STOP'}))
@@ -292,7 +304,11 @@ def test_stop_is_not_held_up_by_a_model_that_is_loading(
         assert cell.node._state == 'unconfigured'  # still loading
     finally:
         release.set()
-    assert cell.spin_until(lambda: cell.node._state == 'active', 30.0)
+    if autostart:
+        assert cell.spin_until(lambda: cell.node._state == 'active', 30.0)
+    else:
+        assert cell.spin_until(done.done, 30.0) and done.result().success
+        assert cell.node._state == 'inactive'
     cell.close()
 
 

@@ -26,7 +26,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -196,8 +200,8 @@ class AgentNode(LifecycleNode):
         self._proposal_pub: Any = None
         self._debug_pub: Any = None
         # Always there, in every state: stopping and answering must never depend on the model.
-        # Their own callback group: under a multi-threaded executor (main()) instructions are
-        # screened, and a stop published, even while configure is loading the model.
+        # Their own callback group: under a multi-threaded executor (see main()) instructions
+        # are screened, and a stop published, even while a manager's configure is loading.
         operator = MutuallyExclusiveCallbackGroup()
         self._status_pub = self.create_publisher(
             String, 'robostral/instruction_status', STATUS_QOS
@@ -211,9 +215,13 @@ class AgentNode(LifecycleNode):
         self.create_timer(
             self.config.diagnostics_period_s, self._publish_diagnostics, callback_group=operator
         )
-        self._autostart_timer = (
-            self.create_timer(0.0, self._autostart) if self.config.autostart else None
-        )
+        self._closing = False
+        self._autostart_thread: threading.Thread | None = None
+        if self.config.autostart:
+            self._autostart_thread = threading.Thread(
+                target=self._autostart, name='agent-autostart', daemon=True
+            )
+            self._autostart_thread.start()
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -253,13 +261,17 @@ class AgentNode(LifecycleNode):
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _autostart(self) -> None:
-        """Once, on the first spin: configure then activate (INTERFACES.md section 1)."""
-        if self._autostart_timer is not None:
-            self._autostart_timer.cancel()
-            self.destroy_timer(self._autostart_timer)
-            self._autostart_timer = None
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        """Configure then activate (INTERFACES.md section 1), off the executor thread.
+
+        The model load can take minutes; on its own thread it never holds up the executor,
+        which keeps screening instructions: a stop is published during the load too.
+        """
+        try:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS and not self._closing:
+                self.trigger_activate()
+        except Exception as exc:  # destroyed mid-load at shutdown: nothing left to start
+            if not self._closing:
+                self.get_logger().error(f'autostart failed: {exc!r}')
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model; any failure is logged and reported, the node stays unconfigured."""
@@ -370,6 +382,7 @@ class AgentNode(LifecycleNode):
             self._agent = None
 
     def destroy_node(self) -> None:
+        self._closing = True
         self._stop_worker()
         self._release()
         super().destroy_node()
@@ -521,12 +534,15 @@ def _ms_since(t0: float) -> float:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``agent_node``: two executor threads, so a stop never waits for a load."""
+    """Console script ``agent_node``."""
     rclpy.init(args=args)
     node = None
     try:
         node = AgentNode()
-        rclpy.spin(node, MultiThreadedExecutor(num_threads=2))
+        # autostart loads the model on its own thread; a manager's configure runs on the
+        # executor, so then a second executor thread keeps stop intents flowing (~3 ms slower).
+        managed = not node.config.autostart
+        rclpy.spin(node, MultiThreadedExecutor(2) if managed else SingleThreadedExecutor())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
