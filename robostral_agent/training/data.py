@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-from PIL import Image
 
 from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject
 from robostral_agent.sim import Lighting, WorkCell, random_scene
 from robostral_agent.training import language
 from robostral_agent.vlm.formats import LOC_GRID, NONE, SEPARATOR
+from robostral_agent.vlm.model_card import prepare_image
 
 # The model's view: a crop of the 640x480 frame that holds the free area and both bins with a
 # margin for the camera jitter, resized to a 400x144 input (16 px patches: 25 x 9 = 225).
@@ -74,11 +74,9 @@ class View:
     pixels: dict[str, int] = field(default_factory=dict)  # label -> visible pixel count
 
 
-def crop_and_resize(rgb: np.ndarray, crop: Sequence[int] = IMAGE_CROP) -> np.ndarray:
-    """The model's input from a full frame (what the backend does with ``image_crop``)."""
-    u0, v0, u1, v1 = crop
-    picture = Image.fromarray(np.ascontiguousarray(rgb[v0:v1, u0:u1]))
-    return np.asarray(picture.resize(MODEL_INPUT, Image.Resampling.BILINEAR))
+def crop_and_resize(rgb: np.ndarray) -> np.ndarray:
+    """The model's input from a full frame: the backend's own preprocessing."""
+    return prepare_image(rgb, IMAGE_CROP, MODEL_INPUT)
 
 
 def to_locs(box: Sequence[float], crop: Sequence[int] = IMAGE_CROP) -> str:

@@ -234,12 +234,14 @@ class Agent:
             raise _PlanFailedError('not_found', NOT_FOUND, 'the model found nothing matching')
         t0 = time.perf_counter()
         steps = []
+        height, width = frame.color.shape[:2]
         for parsed in plan.steps:
+            box = None if parsed.box is None else card.box_to_frame(parsed.box, width, height)
             try:
                 found = grounding.ground(
                     parsed.task,
                     parsed.label,
-                    parsed.box,
+                    box,
                     frame.depth,
                     frame.intrinsics,
                     self.config.grounding,
@@ -319,7 +321,7 @@ class Agent:
                     card.labels,
                     box_format=card.box_format,
                     box_scale=card.box_scale,
-                    image_size=card.image_size or (width, height),
+                    image_size=card.view_size(width, height),
                 )
             detections = parse_paligemma_loc(text, card.labels)
         except FormatError as exc:

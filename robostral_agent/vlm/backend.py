@@ -203,7 +203,8 @@ class TransformersBackend:
 
     def _warm_up(self) -> None:
         """One short generation so the first instruction does not pay for lazy init."""
-        size = self.card.image_size or (64, 48)
+        crop = self.card.image_crop
+        size = (crop[2], crop[3]) if crop else self.card.image_size or (64, 48)
         image = np.full((size[1], size[0], 3), 127, np.uint8)
         try:
             self._generate(image, self.card.prompt('home', ('left bin',)), 60.0, max_new_tokens=2)
@@ -211,13 +212,9 @@ class TransformersBackend:
             raise BackendError(f'warm-up failed: {type(exc).__name__}: {exc}') from exc
 
     def _inputs(self, image: np.ndarray, prompt: str) -> Any:
-        import cv2
         from PIL import Image
 
-        size = self.card.image_size
-        if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
-            # Area averaging: the right filter to shrink, and several times faster than PIL's.
-            image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+        image = self.card.prepare_image(image)
         picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
         if self.card.prompt_style == 'chat':
             turn = [{'type': 'image'}, {'type': 'text', 'text': prompt}]

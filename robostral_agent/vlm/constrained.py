@@ -85,8 +85,8 @@ def _box_limits(card: ModelCard) -> list[int]:
     """Largest value of each ``json_v1`` box coordinate ``[x0, y0, x1, y1]``."""
     if card.box_format == 'normalised':
         return [int(card.box_scale)] * 4
-    if card.image_size is not None:
-        w, h = card.image_size
+    if card.image_size is not None or card.image_crop is not None:
+        w, h = card.view_size(8192, 8192)
         return [w, h, w, h]
     return [8192] * 4  # camera size unknown at load: any pixel value up to 8192
 

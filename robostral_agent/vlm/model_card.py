@@ -30,9 +30,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import yaml
 
 from robostral_agent.contract import BINS, COLORS, MAX_STEPS, SHAPES
+
+Box = tuple[float, float, float, float]
 
 CARD_FILE: Final = 'robostral.yaml'
 OUTPUT_FORMATS: Final = ('robostral_v1', 'json_v1', 'paligemma_loc')
@@ -66,8 +69,11 @@ class ModelCard:
     * ``box_format`` / ``box_scale`` (``json_v1`` only): ``absolute`` boxes are pixels of the
       image the model saw, ``normalised`` boxes are on a ``0..box_scale`` grid (Qwen2-VL:
       1000). ``json_v1`` boxes are ``[x0, y0, x1, y1]``.
-    * ``image_size``: ``[width, height]`` the colour frame is resized to before the processor
-      (absolute boxes then refer to it); ``None`` keeps the camera's size.
+    * ``image_crop``: ``[u0, v0, u1, v1]``, the region of the colour frame (pixels, end
+      exclusive) the model looks at, e.g. the work area of a fixed camera; boxes refer to it
+      and are mapped back to the frame. ``None``: the whole frame.
+    * ``image_size``: ``[width, height]`` the (cropped) frame is resized to before the
+      processor (absolute boxes then refer to it); ``None`` keeps its size.
     * ``constrained``: decode with a grammar of the output format (xgrammar), so that the
       output always parses; ``max_steps`` bounds the plan length that grammar admits.
     * ``labels``: the closed vocabulary of object and bin names; an answer naming anything
@@ -81,6 +87,7 @@ class ModelCard:
     box_format: str = 'normalised'
     box_scale: float = 1000.0
     image_size: tuple[int, int] | None = None
+    image_crop: tuple[int, int, int, int] | None = None
     max_new_tokens: int = 64
     min_new_tokens: int = 0
     constrained: bool = False
@@ -111,6 +118,10 @@ class ModelCard:
             len(self.image_size) != 2 or min(self.image_size) <= 0
         ):
             raise ModelCardError('image_size', 'must be [width, height] with positive values')
+        if self.image_crop is not None:
+            u0, v0, u1, v1 = self.image_crop
+            if not (0 <= u0 < u1 and 0 <= v0 < v1):
+                raise ModelCardError('image_crop', 'need [u0, v0, u1, v1], u0 < u1, v0 < v1')
         if not 1 <= self.max_new_tokens <= 4096:
             raise ModelCardError('max_new_tokens', 'must be in [1, 4096]')
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
@@ -124,6 +135,57 @@ class ModelCard:
     def prompt(self, instruction: str, labels: tuple[str, ...] = ()) -> str:
         return self.prompt_template.format(instruction=instruction, labels=' ; '.join(labels))
 
+    def view_size(self, frame_width: int, frame_height: int) -> tuple[int, int]:
+        """``(width, height)`` of the image the model sees for a frame of this size."""
+        if self.image_size is not None:
+            return self.image_size
+        if self.image_crop is not None:
+            u0, v0, u1, v1 = self.image_crop
+            return (u1 - u0, v1 - v0)
+        return (frame_width, frame_height)
+
+    def box_to_frame(self, box: Box, frame_width: int, frame_height: int) -> Box:
+        """A box as fractions of the model's view -> fractions of the whole frame."""
+        if self.image_crop is None:
+            return box
+        u0, v0, u1, v1 = self.image_crop
+        x0, y0, x1, y1 = box
+        w, h = u1 - u0, v1 - v0
+        return (
+            (u0 + x0 * w) / frame_width, (v0 + y0 * h) / frame_height,
+            (u0 + x1 * w) / frame_width, (v0 + y1 * h) / frame_height,
+        )  # fmt: skip
+
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """The frame as the model sees it (see :func:`prepare_image`)."""
+        return prepare_image(image, self.image_crop, self.image_size)
+
+
+def prepare_image(
+    image: np.ndarray,
+    crop: tuple[int, int, int, int] | None,
+    size: tuple[int, int] | None,
+) -> np.ndarray:
+    """Crop, then resize (PIL bilinear, antialiased when shrinking) to ``size``.
+
+    One function for the backend and the training-data renderer, so a model sees at run
+    time exactly the pixels it was trained on.
+    """
+    from PIL import Image
+
+    if crop is not None:
+        u0, v0, u1, v1 = crop
+        height, width = image.shape[:2]
+        if u1 > width or v1 > height:
+            raise ModelCardError(
+                'image_crop', f'{list(crop)} reaches outside the {width}x{height} frame'
+            )
+        image = image[v0:v1, u0:u1]
+    if size is None or (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    return np.asarray(picture.resize(tuple(size), Image.Resampling.BILINEAR))
+
 
 _TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     'output_format': str,
@@ -133,6 +195,7 @@ _TYPES: Final[dict[str, type | tuple[type, ...]]] = {
     'box_format': str,
     'box_scale': (int, float),
     'image_size': (list, type(None)),
+    'image_crop': (list, type(None)),
     'max_new_tokens': int,
     'min_new_tokens': int,
     'constrained': bool,
@@ -163,6 +226,11 @@ def card_from_mapping(data: Mapping[str, Any]) -> ModelCard:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
             raise ModelCardError('image_size', 'must be two integers')
         values['image_size'] = tuple(size)
+    if values.get('image_crop') is not None:
+        crop = values['image_crop']
+        if len(crop) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in crop):
+            raise ModelCardError('image_crop', 'must be four integers [u0, v0, u1, v1]')
+        values['image_crop'] = tuple(crop)
     if 'labels' in values:
         if not all(isinstance(v, str) for v in values['labels']):
             raise ModelCardError('labels', 'must be a list of strings')
