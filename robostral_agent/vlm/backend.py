@@ -15,7 +15,6 @@ The weights' SHA-256: of ``model.safetensors`` when it is the only weights file 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -25,11 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from robostral_agent.vlm.manifest import MANIFEST, files_sha256, verify_manifest
 from robostral_agent.vlm.model_card import ModelCard, ModelCardError, load_model_card
 
 DEVICES = ('auto', 'cpu', 'cuda')
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
-_CHUNK = 1 << 20
 
 
 class BackendError(RuntimeError):
@@ -85,12 +84,7 @@ def weights_sha256(model_dir: Path) -> str:
     files = sorted(Path(model_dir).glob('*.safetensors')) or sorted(Path(model_dir).glob('*.bin'))
     if not files:
         raise BackendError(f'no weights (*.safetensors or *.bin) in {model_dir}')
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open('rb') as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return files_sha256(files)
 
 
 def choose_device(device: str, dtype: str) -> tuple[str, str]:
@@ -144,6 +138,9 @@ class TransformersBackend:
             self.card = replace(self.card, constrained=constrained)
         self.path = path
         self.name = self.card.name
+        problems = verify_manifest(path)
+        if problems:
+            raise BackendError(f'{path} does not match its {MANIFEST}: ' + '; '.join(problems))
         self.sha256 = weights_sha256(path)
         self.device, self.dtype = choose_device(device, dtype)
         if threads > 0:

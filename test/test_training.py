@@ -1,0 +1,117 @@
+"""robostral-tiny's pipeline: instruction grammar, dataset labels, and training end to end."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robostral_agent import cell
+from robostral_agent.contract import Scene, SceneObject
+from robostral_agent.training import data, language
+from robostral_agent.training.train import ModelSizes, TrainConfig, train
+from robostral_agent.vlm.backend import TransformersBackend
+from robostral_agent.vlm.formats import parse_robostral_v1
+
+SCENE = Scene(
+    (
+        SceneObject('cube', 'red', (0.40, 0.10), 0.3),
+        SceneObject('ball', 'blue', (0.50, -0.12)),
+        SceneObject('cylinder', 'red', (0.35, -0.15)),
+    )
+)
+
+
+def test_utterances_name_objects_unambiguously() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        command, absent = language.random_command(SCENE.objects, rng, language.all_combos('all'))
+        text = language.make_utterance(command, SCENE.objects, rng, 'seen').text
+        assert 'stop' not in text.lower().split()
+        if command.kind == 'home':
+            continue
+        # "red one" would be ambiguous here (two red objects): never generated.
+        if command.color == 'red':
+            assert 'red one' not in text and 'red object' not in text
+        if absent:
+            assert command.color in text  # absent objects are named in full
+
+
+def test_heldout_phrasings_and_combos_are_disjoint_from_training() -> None:
+    rng = random.Random(1)
+    for kind in language.KINDS:
+        seen = set(language.templates_for(kind, 'seen'))
+        held = set(language.templates_for(kind, 'heldout'))
+        assert held
+        assert not seen & held
+    for _ in range(200):
+        command = language.Command('pick', 'red', 'cube')
+        assert not language.make_utterance(command, SCENE.objects, rng, 'seen').heldout_phrasing
+        assert language.make_utterance(command, SCENE.objects, rng, 'heldout').heldout_phrasing
+    assert not set(language.all_combos('train')) & language.HELDOUT_COMBOS
+    for seed in range(30):
+        scene = data.training_scene(seed, language.all_combos('train'))
+        assert scene.objects
+        assert not {(o.color, o.shape) for o in scene.objects} & language.HELDOUT_COMBOS
+
+
+def test_target_text_boxes_follow_the_loc_convention() -> None:
+    boxes = {'red cube': (100, 150, 119, 169), 'left bin': (0, 125, 639, 354)}
+    text = data.target_text(language.Command('pick_place', 'red', 'cube', 'left'), boxes)
+    plan = parse_robostral_v1(text)
+    assert [(s.task, s.label) for s in plan.steps] == [('pick', 'red cube'), ('place', 'left bin')]
+    # The whole crop maps to the whole loc grid; fractions are of the crop.
+    assert plan.steps[1].box == pytest.approx((0.0, 0.0, 1023 / 1024, 1023 / 1024))
+    x0, y0, x1, y1 = plan.steps[0].box
+    edges = (x0 * 640, y0 * 230 + 125, x1 * 640, y1 * 230 + 125)
+    assert edges == pytest.approx((100, 150, 120, 170), abs=1.0)  # pixel edges, end exclusive
+    assert data.target_text(language.Command('home'), boxes) == 'home'
+    assert data.target_text(language.Command('pick', 'blue', 'ball'), boxes) == 'none'
+
+
+@pytest.mark.slow
+def test_dataset_labels_match_the_rendered_objects(tmp_path: Path) -> None:
+    from robostral_agent.sim import WorkCell
+
+    with WorkCell() as wc:
+        view = data.render_view(wc, SCENE, np.random.default_rng(0), data.NO_RANDOMIZATION)
+    assert view.image.shape == (data.MODEL_INPUT[1], data.MODEL_INPUT[0], 3)
+    camera = cell.reference_camera()
+    to_camera = camera.transform.inverse()
+    for obj in SCENE.objects:
+        centre = (*obj.xy, cell.object_grasp_height(obj.shape))
+        u, v = camera.intrinsics.project(to_camera.apply(centre))
+        u0, v0, u1, v1 = view.boxes[obj.label]
+        assert u0 <= u <= u1
+        assert v0 <= v <= v1
+        assert 8 <= u1 - u0 <= 40
+    for side, (x, y) in cell.BIN_CENTERS.items():
+        u, v = camera.intrinsics.project(to_camera.apply((x, y, 0.0)))
+        u0, v0, u1, v1 = view.boxes[f'{side} bin']
+        assert u0 <= u <= u1
+        assert v0 <= v <= v1
+
+
+@pytest.mark.slow
+def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
+    meta = data.generate(tmp_path / 'data', scenes=4, seed=3, per_scene=4, progress=False)
+    assert sum(meta['counts'].values()) == 16
+    lines = (tmp_path / 'data' / 'samples.jsonl').read_text().splitlines()
+    assert all(re.search(r'"target": "', line) for line in lines)
+    sizes = ModelSizes(
+        hidden=32, intermediate=64, layers=1, heads=2, vision_hidden=32,
+        vision_intermediate=64, vision_layers=1, vision_heads=2, vocab_size=300,
+    )  # fmt: skip
+    config = TrainConfig(steps=3, batch=4, per_image=2, warmup=1, log_every=1, val_every=3,
+                         val_samples=1)  # fmt: skip
+    report = train(tmp_path / 'data', tmp_path / 'model', config, sizes)
+    losses = [h['loss'] for h in report['history']]
+    assert len(losses) == 3
+    assert all(np.isfinite(losses))
+    backend = TransformersBackend(tmp_path / 'model', device='cpu', dtype='float32')
+    assert backend.card.image_crop == data.IMAGE_CROP
+    generation = backend.generate(np.zeros((480, 640, 3), np.uint8), '<image>go home', 30.0)
+    parse_robostral_v1(generation.text, backend.card.labels)  # constrained: always parses
