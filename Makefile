@@ -15,6 +15,12 @@ PYTEST_ARGS ?=
 
 .PHONY: setup test lint demo bench model colcon-check clean help
 
+# robostral-tiny: dataset size, training steps, evaluation scenes (see models/robostral-tiny).
+MODEL_SCENES ?= 10000
+MODEL_STEPS ?= 2400
+MODEL_EVAL_SCENES ?= 500
+CANDIDATE ?= data/runs/candidate
+
 help:
 	@echo "make demo   - run the demo on the embedded defaults (sets up on first use)"
 	@echo "make test   - ruff + the whole test suite (sets up on first use)"
@@ -22,6 +28,7 @@ help:
 	@echo "make lint   - ruff only"
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 	@echo "make colcon-check - colcon build the package in a temporary workspace"
+	@echo "make model  - regenerate the dataset, retrain and evaluate robostral-tiny (a candidate)"
 
 setup: $(STAMP)
 
@@ -46,6 +53,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+model: $(STAMP)
+	$(PY) -m robostral_agent.training.data --out data/tiny --scenes $(MODEL_SCENES) --seed 1
+	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE) \
+		--steps $(MODEL_STEPS)
+	$(PY) -m robostral_agent.training.evaluate --model $(CANDIDATE) \
+		--scenes $(MODEL_EVAL_SCENES) --json $(CANDIDATE)/evaluation.json
+	@echo "Candidate in $(CANDIDATE). Compare with models/robostral-tiny/README.md; release with"
+	@echo "  $(PY) -m robostral_agent.training.release $(CANDIDATE)"
 
 colcon-check: $(STAMP)
 	bash tools/colcon_check.sh

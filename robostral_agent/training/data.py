@@ -303,3 +303,21 @@ def heldout_scene(seed: int) -> Scene:
             objects[i] = replace(obj, color=color, shape=shape, yaw=0.0)
             return Scene(tuple(objects))
     return Scene((*scene.objects, SceneObject(shape, color, (0.45, 0.0))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description='Render the robostral-tiny training set.')
+    parser.add_argument('--out', type=Path, required=True, help='dataset directory to write')
+    parser.add_argument('--scenes', type=int, default=10_000, help='scenes to render')
+    parser.add_argument('--seed', type=int, default=1, help='seed of scenes and instructions')
+    parser.add_argument('--per-scene', type=int, default=6, help='instructions per scene')
+    args = parser.parse_args(argv)
+    meta = generate(args.out, args.scenes, args.seed, args.per_scene)
+    print(json.dumps(meta))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
