@@ -92,8 +92,20 @@ def register_audit(commands: Commands) -> None:
     verify.set_defaults(handler=_audit_verify)
 
 
+def register_ops(commands: Commands) -> None:
+    from robostral_agent.cli_ops import register_ops as register
+
+    register(commands)
+
+
+def register_run(commands: Commands) -> None:
+    from robostral_agent.cli_run import register_run as register
+
+    register(commands)
+
+
 # Subcommands in the order --help lists them.
-COMMANDS: Final[tuple[Register, ...]] = (register_audit,)
+COMMANDS: Final[tuple[Register, ...]] = (register_ops, register_audit, register_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
