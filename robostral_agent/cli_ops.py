@@ -418,6 +418,7 @@ def _status(args: argparse.Namespace) -> int:
                 out.print(line)
             out.print(f'FAILED: no supervisor heard within {args.wait:g} s ({_where(client)})')
             return EXIT_FAILED
+        client.wait(lambda: client.node_status(AGENT) is not None, 1.5)  # 1 Hz diagnostics
         for line in status_lines(client):
             out.print(line)
         if not args.watch:

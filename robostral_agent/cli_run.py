@@ -259,7 +259,7 @@ def _eval(args: argparse.Namespace) -> int:
         with _cell(settings, out, args.ready_timeout) as cell:
             meta['ros_domain_id'] = cell.domain_id
             meta['startup_s'] = round(time.monotonic() - t0, 1)
-            cell.reset_latch()
+            out.print(f'cell ready in {meta["startup_s"]} s; reset: {cell.reset_latch()}')
             records = _run_with_progress(out, cell, cases, policy.policy)
     except KeyboardInterrupt:
         interrupted = True

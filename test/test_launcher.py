@@ -76,6 +76,22 @@ def alive(pid: int) -> bool:
     return stat.rsplit(')', 1)[1].split()[0] != 'Z'
 
 
+def processes_matching(text: str) -> list[tuple[int, str]]:
+    """Running processes whose command line contains ``text`` (e.g. a run's namespace)."""
+    found = []
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            raw = (entry / 'cmdline').read_bytes()
+        except OSError:
+            continue
+        cmdline = raw.replace(b'\0', b' ').decode(errors='replace')
+        if text in cmdline and alive(int(entry.name)):
+            found.append((int(entry.name), cmdline))
+    return found
+
+
 def wait_until(predicate: Callable[[], object], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

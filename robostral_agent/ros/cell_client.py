@@ -213,13 +213,15 @@ class CellClient:
     def close(self) -> None:
         """Stop spinning, destroy the node, shut the private context down (idempotent)."""
         self._stop.set()
-        if self._spinner.is_alive():
-            self._spinner.join(timeout=5.0)
-        try:
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
+        try:  # every step runs even when Ctrl-C lands in the middle of one
+            if self._spinner.is_alive():
+                self._spinner.join(timeout=5.0)
         finally:
-            rclpy.try_shutdown(context=self.context)
+            try:
+                self.executor.shutdown(timeout_sec=1.0)
+                self.node.destroy_node()
+            finally:
+                rclpy.try_shutdown(context=self.context)
 
     def __enter__(self) -> CellClient:
         return self

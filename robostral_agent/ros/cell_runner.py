@@ -108,12 +108,12 @@ class Cell:
             raise CellError(found)
         return found  # type: ignore[return-value]
 
-    def wait_frames_after(self, stamp_ns: int, frames: int = 2, timeout_s: float = 10.0) -> None:
+    def wait_frames_after(self, stamp_ns: int, frames: int = 3, timeout_s: float = 10.0) -> None:
         """Wait for ``frames`` camera frames stamped after ``stamp_ns`` (simulator clock).
 
         The simulator stamps a frame after copying the scene for rendering, under the same
         lock as a scene load, so a frame stamped after the load's ground truth shows the new
-        scene. Two frames make it very likely that the agent's newest pair is one of them
+        scene. Three frames make it likely that the agent's newest pair is one of them
         (best-effort images can be dropped); proposals carry ``image_stamp`` to check it.
         """
         client = self.client
@@ -144,8 +144,10 @@ class Cell:
         a stale frame is kept and noted, and judged as it ran.
         """
         notes: list[str] = []
+        base_id = kwargs.pop('instruction_id', '')
         for attempt in (1, 2):
-            run = follow(self.client, text, poll=self.poll, **kwargs)
+            retry_id = f'{base_id}-retry' if base_id and attempt > 1 else base_id
+            run = follow(self.client, text, poll=self.poll, instruction_id=retry_id, **kwargs)
             frame = self.frame_used(run)
             stamp = frame.stamp_ns if frame is not None else None
             if stamp is None and run.proposal is not None:

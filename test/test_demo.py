@@ -1,0 +1,113 @@
+"""``robostral demo`` completes on the embedded model and leaves what it promises; the pure
+parts (script, contact sheet, summary) are checked without ROS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_launcher import processes_matching
+
+from robostral_agent import demo
+from robostral_agent.evaluation.cases import ZONE_MARGIN_M, near_zone
+from robostral_agent.paths import config_file
+from robostral_agent.safety.audit import verify_file
+from robostral_agent.safety.policy import load_policy
+from robostral_agent.sim.scene import validate_scene
+from robostral_agent.training.language import HELDOUT_COMBOS
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICY = load_policy(config_file('safety_policy.yaml')).policy
+
+
+def test_the_script_covers_every_behaviour_on_valid_scenes() -> None:
+    kinds = [step.kind for step in demo.SCRIPT]
+    assert kinds == ['executed', 'not_found', 'refused', 'approval', 'stop', 'reset', 'executed']
+    fixture = next(z for z in POLICY.keepout_zones if z.name == 'fixture')
+    for step in demo.SCRIPT:
+        if step.scene is None:
+            continue
+        validate_scene(step.scene)
+        pairs = {(o.color, o.shape) for o in step.scene.objects}
+        assert not pairs & HELDOUT_COMBOS  # only what robostral-tiny was trained on
+        named = step.check.object if step.check else None
+        for obj in step.scene.objects:
+            is_named = named is not None and (obj.shape, obj.color) == (named.shape, named.color)
+            inside = near_zone(*obj.xy, fixture, 0.0)
+            assert inside == (step.kind == 'refused' and is_named), (step.key, obj)
+            if not inside:
+                assert not near_zone(*obj.xy, fixture, ZONE_MARGIN_M), (step.key, obj)
+    absent = demo.SCRIPT[1].check
+    assert absent is not None and absent.object is not None
+    assert (absent.object.color, absent.object.shape) not in {
+        (o.color, o.shape) for o in demo.SCENE_TABLE.objects
+    }
+
+
+def test_a_step_passes_only_when_every_check_passed() -> None:
+    result = demo.new_result(demo.SCRIPT[0])
+    assert not result.ok  # nothing checked yet
+    result.check('agent proposed a plan', True)
+    assert result.ok
+    result.check('executed: succeeded', False)
+    result.check('world as asked', True)
+    assert not result.ok and result.failed_checks() == ['executed: succeeded']
+    doc = result.to_dict()
+    assert doc['checks'][1] == {'check': 'executed: succeeded', 'passed': False}
+
+
+def test_the_contact_sheet_has_a_tile_per_step_coloured_by_outcome() -> None:
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    tiles = [(frame, 'ok step', True), (None, 'failed step', False), (frame, 'x', True)]
+    sheet = demo.contact_sheet(tiles, columns=2)
+    tile_h = demo.TILE_H + demo.CAPTION_H
+    assert sheet.shape == (2 * tile_h, 2 * demo.TILE_W, 3)
+    caption_row = demo.TILE_H + 5
+    assert tuple(sheet[caption_row, 2]) == demo.GREEN
+    assert tuple(sheet[caption_row, demo.TILE_W + 2]) == demo.RED
+    assert not sheet[tile_h:, demo.TILE_W :].any()  # the empty slot stays black
+    with pytest.raises(ValueError, match='at least one'):
+        demo.contact_sheet([])
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_robostral_demo_completes_and_writes_its_outputs(tmp_path: Path) -> None:
+    output = tmp_path / 'demo_output'
+    namespace = f'/demotest_{uuid.uuid4().hex[:8]}'
+    done = subprocess.run(
+        [sys.executable, '-m', 'robostral_agent.cli', 'demo', '--output', str(output),
+         '--namespace', namespace],
+        capture_output=True, text=True, timeout=540, cwd=ROOT,
+    )  # fmt: skip
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert 'DEMO PASSED' in done.stdout and 'robostral demo' in done.stdout  # the table
+    assert processes_matching(f'__ns:={namespace}') == [], 'a node outlived the demo'
+    summary = json.loads((output / 'summary.json').read_text())
+    assert summary['ok'] is True and summary['audit']['ok'] is True
+    steps = summary['steps']
+    assert [s['key'] for s in steps] == [s.key for s in demo.SCRIPT]
+    assert all(s['ok'] for s in steps), [s for s in steps if not s['ok']]
+    assert summary['meta']['children_stopped_cleanly'] is True
+    by_key = {s['key']: s for s in steps}
+    assert by_key['keepout']['verdict'] == 'rejected'
+    assert by_key['absent']['status'] == 'not_found'
+    assert by_key['stop']['execution'] == 'aborted'
+    assert by_key['final']['execution'] == 'succeeded'
+    frames = sorted(p.name for p in (output / 'frames').glob('*.png'))
+    assert frames == sorted(Path(s['frame']).name for s in steps if s['instruction'])
+    assert len(frames) == 6
+    sheet = demo.read_png(output / 'contact_sheet.png')
+    assert sheet is not None and sheet.shape[1] == 3 * demo.TILE_W
+    report = verify_file(output / 'audit.jsonl')
+    assert report.ok and report.records > 10
+    audit = (output / 'audit.jsonl').read_text()
+    for kind in ('"kind":"estop"', '"kind":"reset"', '"kind":"operator_decision"',
+                 '"kind":"shutdown"'):  # fmt: skip
+        assert kind in audit
