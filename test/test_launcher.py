@@ -242,3 +242,23 @@ def test_the_domain_is_kept_when_set_else_drawn(monkeypatch: pytest.MonkeyPatch)
     assert env['ROS_DOMAIN_ID'] == '23' and env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     assert env['HF_HUB_OFFLINE'] == '1' and env['MUJOCO_GL'] == 'egl'
     assert env['ROS_LOG_DIR'] == '/tmp/logs' and env['PATH'] == os.environ['PATH']
+
+
+def test_the_cell_gets_a_fast_dds_profile_for_camera_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE',
+                'RMW_IMPLEMENTATION'):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    profile = tmp_path / 'logs' / 'fastdds.xml'
+    env = node_environment(1, tmp_path, fastdds_profile=profile)
+    assert env['FASTDDS_DEFAULT_PROFILES_FILE'] == str(profile)
+    text = profile.read_text()
+    assert '<segment_size>8388608</segment_size>' in text and 'UDPv4' in text
+    monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', '/etc/mine.xml')
+    assert node_environment(1, tmp_path, fastdds_profile=profile)[
+        'FASTDDS_DEFAULT_PROFILES_FILE'
+    ] == '/etc/mine.xml'  # fmt: skip
+    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE')
+    monkeypatch.setenv('RMW_IMPLEMENTATION', 'rmw_cyclonedds_cpp')
+    assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in node_environment(1, tmp_path, profile)

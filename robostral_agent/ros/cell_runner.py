@@ -268,7 +268,9 @@ def simulated_cell(
     domain = pick_domain_id() if domain_id is None else domain_id
     # The in-process client must discover exactly what the children do.
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env = node_environment(domain, settings.log_dir / 'ros')
+    env = node_environment(
+        domain, settings.log_dir / 'ros', fastdds_profile=settings.log_dir / 'fastdds.xml'
+    )
     with ProcessGroup() as group:
         for spec in cell_specs(settings, env):
             group.start(spec)
