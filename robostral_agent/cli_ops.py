@@ -67,7 +67,8 @@ def add_namespace(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> float:
+def positive_number(text: str) -> float:
+    """argparse type: a number > 0 (seconds, factors)."""
     try:
         value = float(text)
     except ValueError:
@@ -79,7 +80,7 @@ def _positive(text: str) -> float:
 
 def add_wait(parser: argparse.ArgumentParser, default: float, what: str) -> None:
     parser.add_argument(
-        '--wait', type=_positive, default=default, metavar='S',
+        '--wait', type=positive_number, default=default, metavar='S',
         help=f'{what} (seconds, default {default:g})',
     )  # fmt: skip
 

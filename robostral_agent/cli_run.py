@@ -25,7 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from robostral_agent.cli_ops import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_namespace, console
+from robostral_agent.cli_ops import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_namespace,
+    console,
+    positive_number,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -356,16 +363,6 @@ def _count(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f'must be > 0, got {text}')
-    return value
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         '--model', default='', metavar='DIR',
@@ -373,7 +370,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         'models/robostral-tiny',
     )  # fmt: skip
     p.add_argument(
-        '--ready-timeout', type=_seconds, default=180.0, metavar='S',
+        '--ready-timeout', type=positive_number, default=180.0, metavar='S',
         help='how long the nodes may take to start, model load included (default 180)',
     )  # fmt: skip
     add_namespace(p)
@@ -443,7 +440,7 @@ def register_run(commands: argparse._SubParsersAction) -> None:
         'shipped config/safety_policy.yaml)',
     )  # fmt: skip
     p.add_argument(
-        '--real-time-factor', type=_seconds, default=1.0, metavar='F',
+        '--real-time-factor', type=positive_number, default=1.0, metavar='F',
         help='simulated seconds per wall-clock second (default 1.0)',
     )  # fmt: skip
     p.add_argument('--save-cases', type=Path, metavar='FILE.jsonl',

@@ -16,10 +16,10 @@ from typing import Final
 from robostral_agent import demo
 from robostral_agent.contract import EvalExpect, Verdict
 from robostral_agent.demo import DemoStep, StepResult
-from robostral_agent.evaluation.judge import Judgement, Observation, judge
+from robostral_agent.evaluation.judge import Judgement, judge
 from robostral_agent.ros.cell_client import ClientError, DebugFrame, Truth
 from robostral_agent.ros.cell_runner import SUPERVISOR_NODE, Cell, CellError
-from robostral_agent.ros.eval_runner import plan_steps
+from robostral_agent.ros.eval_runner import observe, plan_steps
 from robostral_agent.ros.instruction_runner import InstructionRun, Timeouts
 from robostral_agent.safety.policy import Policy
 
@@ -114,17 +114,7 @@ class DemoRunner:
         return run
 
     def _judge(self, expect: EvalExpect, run: InstructionRun, before: Truth) -> Judgement:
-        after = self.client.get_truth()
-        observation = Observation(
-            before=before.snapshot,
-            after=after.snapshot,
-            status=run.status.state if run.status else '',
-            verdict=run.verdict.state if run.verdict else '',
-            reasons=run.verdict.reasons if run.verdict else (),
-            execution=run.result.status if run.result else '',
-            waiting_for=run.waiting_for,
-        )
-        return judge(expect, observation, self.policy)
+        return judge(expect, observe(run, before, self.client.get_truth()), self.policy)
 
     def _executed(self, step: DemoStep, result: StepResult, before: Truth | None) -> None:
         assert step.check is not None and before is not None

@@ -23,7 +23,7 @@ from typing import Any
 from robostral_agent.contract import EvalCase, GoalProposal
 from robostral_agent.evaluation.judge import Observation, judge
 from robostral_agent.evaluation.report import CaseRecord
-from robostral_agent.ros.cell_client import ClientError
+from robostral_agent.ros.cell_client import ClientError, Truth
 from robostral_agent.ros.cell_runner import Cell, CellError
 from robostral_agent.ros.instruction_runner import DEFAULT_TIMEOUTS, InstructionRun, Timeouts
 from robostral_agent.safety.policy import Policy
@@ -44,6 +44,19 @@ def plan_steps(proposal: GoalProposal | None) -> list[dict[str, Any]]:
         }
         for s in proposal.steps
     ]
+
+
+def observe(run: InstructionRun, before: Truth, after: Truth) -> Observation:
+    """What the judge needs from a followed instruction and the world around it."""
+    return Observation(
+        before=before.snapshot,
+        after=after.snapshot,
+        status=run.status.state if run.status else '',
+        verdict=run.verdict.state if run.verdict else '',
+        reasons=run.verdict.reasons if run.verdict else (),
+        execution=run.result.status if run.result else '',
+        waiting_for=run.waiting_for,
+    )
 
 
 def _error_record(case: EvalCase, note: str, t0: float) -> CaseRecord:
@@ -97,15 +110,7 @@ def run_case(
         return _error_record(case, f'no ground truth after the case: {exc}', t0)
     if run.pending is not None:
         notes.append('held for approval; rejected by the evaluation (no case asks for move_to)')
-    observation = Observation(
-        before=before.snapshot,
-        after=after.snapshot,
-        status=run.status.state if run.status else '',
-        verdict=run.verdict.state if run.verdict else '',
-        reasons=run.verdict.reasons if run.verdict else (),
-        execution=run.result.status if run.result else '',
-        waiting_for=run.waiting_for,
-    )
+    observation = observe(run, before, after)
     judgement = judge(case.expect, observation, policy)
     if run.waiting_for:
         notes.append(f'timed out waiting for the {run.waiting_for}')
