@@ -58,8 +58,10 @@ def main() -> None:
         startup_s = time.monotonic() - t0
         cell.reset_latch()
         t1 = time.monotonic()
+        cell.client.peaks.clear()
         records = run_cases(cell, cases, policy.policy)
         run_s = time.monotonic() - t1
+        peaks = dict(cell.client.peaks)
 
     measures: dict[str, list[float]] = defaultdict(list)
     for record in records:
@@ -78,10 +80,13 @@ def main() -> None:
         print(f'{name:28} {stats["p50"]:9.1f} {stats["p95"]:9.1f} {stats["max"]:9.1f} '
               f'{stats["n"]:4d}')  # fmt: skip
     correct = sum(r.correct for r in records)
+    for name, value in peaks.items():
+        print(f'peak {name}: {value:.0f}')
     print(json.dumps({
         'bench': 'e2e', 'cases': len(records), 'seed': args.seed, 'correct': correct,
         'real_time_factor': args.real_time_factor, 'startup_s': round(startup_s, 1),
         'run_s': round(run_s, 1), 'loadavg_1min': load, 'latency_ms': results,
+        'diagnostics_peaks': peaks,
     }))  # fmt: skip
 
 

@@ -156,6 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
 
             results = runner.run(on_step=show)
             meta.update(runner.meta)
+            meta['diagnostics_peaks'] = dict(cell.client.peaks)
         stop = cell.group.report
     except KeyboardInterrupt:
         out.print('interrupted: every node was stopped')
@@ -267,7 +268,9 @@ def _eval(args: argparse.Namespace) -> int:
             meta['ros_domain_id'] = cell.domain_id
             meta['startup_s'] = round(time.monotonic() - t0, 1)
             out.print(f'cell ready in {meta["startup_s"]} s; reset: {cell.reset_latch()}')
+            cell.client.peaks.clear()  # measure the run, not the start-up
             records = _run_with_progress(out, cell, cases, policy.policy)
+            meta['diagnostics_peaks'] = dict(cell.client.peaks)
     except KeyboardInterrupt:
         interrupted = True
     except (CellError, ChildExitedError, ClientError) as exc:

@@ -15,6 +15,7 @@ simulated cell.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -78,6 +79,9 @@ LATCHED: Final = QoSProfile(
 )
 JOURNAL_LIMIT: Final = 5000  # messages kept per kind (a long `status --watch` stays bounded)
 SPIN_PERIOD_S: Final = 0.05
+# /diagnostics values whose highest value over a run is kept (CellClient.peaks): the
+# simulator's longest wait between two safety_ok messages, per diagnostics period.
+PEAK_KEYS: Final = ('safety_ok_max_gap_ms',)
 
 
 class ClientError(RuntimeError):
@@ -149,6 +153,7 @@ class CellClient:
         self.debug_frames: deque[Received[DebugFrame]] = deque(maxlen=50)
         self.bad: deque[str] = deque(maxlen=100)
         self.verdict_count = 0  # every verdict heard (the deque above is bounded)
+        self.peaks: dict[str, float] = {}  # '<status name>/<key>' -> highest value heard
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -302,6 +307,11 @@ class CellClient:
 
         def add() -> None:
             for status in msg.status:
+                for kv in status.values:
+                    if kv.key in PEAK_KEYS:
+                        with contextlib.suppress(ValueError):
+                            key = f'{status.name}/{kv.key}'
+                            self.peaks[key] = max(self.peaks.get(key, 0.0), float(kv.value))
                 self.diagnostics[status.name] = Received(
                     now,
                     {
