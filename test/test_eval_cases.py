@@ -169,3 +169,19 @@ def test_duplicate_ids_and_missing_files_are_refused(tmp_path: Path) -> None:
         load_cases(path)
     with pytest.raises(CaseFileError, match='cannot read'):
         load_cases(tmp_path / 'missing.jsonl')
+
+
+def test_the_evaluation_demo_and_launcher_modules_stay_free_of_ros() -> None:
+    """They run in plain Python (tests, tools); only robostral_agent.ros talks to ROS."""
+    import subprocess
+    import sys
+
+    code = (
+        'import sys\n'
+        'import robostral_agent.evaluation.cases, robostral_agent.evaluation.judge\n'
+        'import robostral_agent.evaluation.report, robostral_agent.demo\n'
+        'import robostral_agent.launcher\n'
+        "assert not [m for m in sys.modules if m.startswith('rclpy')], 'rclpy imported'"
+    )
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
