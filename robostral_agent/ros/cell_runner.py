@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -89,11 +90,13 @@ class Cell:
         client = self.client
         with client.journal_lock:
             seq = max((t.msg.snapshot.scene_seq for t in client.truths), default=0)
-            count = len(client.truths)
+        sent = time.monotonic()
         client.set_scene(scene)
 
         def shown() -> Truth | str | None:
-            for item in list(client.truths)[count:]:
+            for item in client.truths:
+                if item.t <= sent:
+                    continue
                 snap = item.msg.snapshot
                 if snap.scene_seq > seq and snap.scene == scene:
                     return item.msg

@@ -27,6 +27,7 @@ from robostral_agent.ros.cell_client import ClientError, Truth
 from robostral_agent.ros.cell_runner import Cell, CellError
 from robostral_agent.ros.instruction_runner import DEFAULT_TIMEOUTS, InstructionRun, Timeouts
 from robostral_agent.safety.policy import Policy
+from robostral_agent.sim.scene import SceneError, validate_scene
 
 EVAL_OPERATOR = 'robostral-eval'
 
@@ -86,6 +87,10 @@ def run_case(
     if safety is None or not safety.msg:
         cell.reset_latch()
         notes.append('the latch was set before the case: reset by the evaluation')
+    try:
+        validate_scene(case.scene)  # what the simulator would refuse, refused here first
+    except SceneError as exc:
+        return _error_record(case, f'the scene cannot be simulated: {exc}', t0)
     try:
         before = cell.load_scene(case.scene)
         cell.wait_frames_after(before.stamp_ns)
