@@ -135,10 +135,13 @@ def _demo(args: argparse.Namespace) -> int:
     namespace = args.namespace or f'/robostral_demo_{uuid.uuid4().hex[:6]}'
     settings = CellSettings(
         namespace=namespace, run_dir=output, audit_log=output / 'audit.jsonl',
-        policy_file=policy.path, model_path=model,
+        policy_file=policy.path, model_path=model, real_time_factor=args.real_time_factor,
     )  # fmt: skip
     results: list[demo.StepResult] = []
-    meta: dict[str, Any] = {'namespace': namespace, 'operator': args.operator}
+    meta: dict[str, Any] = {
+        'namespace': namespace, 'operator': args.operator,
+        'real_time_factor': args.real_time_factor,
+    }  # fmt: skip
     out.print(f'robostral demo: output in {output}')
     try:
         with _cell(settings, out, args.ready_timeout) as cell:
@@ -376,6 +379,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         '--ready-timeout', type=positive_number, default=180.0, metavar='S',
         help='how long the nodes may take to start, model load included (default 180)',
     )  # fmt: skip
+    p.add_argument(
+        '--real-time-factor', type=positive_number, default=1.0, metavar='F',
+        help='simulated seconds per wall-clock second (default 1.0; the safety timing, '
+        'safety_ok silence > 100 ms, stays wall-clock time)',
+    )  # fmt: skip
     add_namespace(p)
 
 
@@ -441,10 +449,6 @@ def register_run(commands: argparse._SubParsersAction) -> None:
         '--policy', type=Path, default=None, metavar='FILE',
         help='safety policy for the supervisor and the ground-truth checks (default: the '
         'shipped config/safety_policy.yaml)',
-    )  # fmt: skip
-    p.add_argument(
-        '--real-time-factor', type=positive_number, default=1.0, metavar='F',
-        help='simulated seconds per wall-clock second (default 1.0)',
     )  # fmt: skip
     p.add_argument('--save-cases', type=Path, metavar='FILE.jsonl',
                    help='also write the cases run (generated ones too) as JSON lines')  # fmt: skip

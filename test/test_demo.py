@@ -82,7 +82,7 @@ def test_robostral_demo_completes_and_writes_its_outputs(tmp_path: Path) -> None
     namespace = f'/demotest_{uuid.uuid4().hex[:8]}'
     done = subprocess.run(
         [sys.executable, '-m', 'robostral_agent.cli', 'demo', '--output', str(output),
-         '--namespace', namespace],
+         '--namespace', namespace, '--real-time-factor', '2'],
         capture_output=True, text=True, timeout=540, cwd=ROOT,
     )  # fmt: skip
     text = done.stdout + done.stderr

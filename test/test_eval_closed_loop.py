@@ -118,7 +118,8 @@ def test_a_short_closed_loop_evaluation_judges_every_case_right(tmp_path: Path) 
     namespace = f'/evaltest_{uuid.uuid4().hex[:8]}'
     done = subprocess.run(
         _robostral('eval', '--cases', str(cases_file), '--json', str(report_file),
-                   '--namespace', namespace, '--logs', str(tmp_path / 'run')),
+                   '--namespace', namespace, '--logs', str(tmp_path / 'run'),
+                   '--real-time-factor', '2'),
         capture_output=True, text=True, timeout=540, cwd=ROOT,
     )  # fmt: skip
     output = done.stdout + done.stderr
