@@ -197,8 +197,17 @@ def _batch(processor: Any, images: np.ndarray, samples: list[datamod.Sample], pr
     )  # fmt: skip
 
 
-def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> tuple[Any, Any, Any]:
-    """Logits of the positions that predict a label, those labels, and the vision features.
+@dataclass
+class Forward:
+    logits: Any  # (N, vocab) at the positions that predict a label
+    targets: Any  # (N,) those labels
+    vision: Any  # (images, patches, vision width): the tower's output
+    prompt_end: Any  # (batch, text width): the decoder at the prompt's last token
+
+
+def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> Forward:
+    """Logits of the positions that predict a label, those labels, and the features the
+    auxiliary losses read.
 
     Two savings over ``model(**inputs).logits``, both exact: the vision tower runs once per
     distinct image (a batch holds ``per_image`` instructions about each image, consecutive,
@@ -211,7 +220,10 @@ def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> tu
     hidden = model.model(**inputs, mm_encoder_outputs={'image': image}).last_hidden_state
     follows = labels[:, 1:] != -100
     logits = model.lm_head(hidden[:, :-1][follows])
-    return logits, labels[:, 1:][follows], image.last_hidden_state
+    # The answer starts at the first suffix token (type 1); the prompt ends just before it.
+    end = (inputs['token_type_ids'] == 1).int().argmax(dim=1) - 1
+    prompt_end = hidden[range(hidden.shape[0]), end]
+    return Forward(logits, labels[:, 1:][follows], image.last_hidden_state, prompt_end)
 
 
 AUX_LABELS = [f'{c} {s}' for c in COLORS for s in SHAPES] + [f'{b} bin' for b in BINS]
@@ -252,6 +264,49 @@ class DenseTargets:
                     [cx - col, cy - row, (x1 - x0) / p / 4, (y1 - y0) / p / 4]
                 )
         return classes, regress, classes > 0
+
+
+REFERENT_CLASSES = [*AUX_LABELS, 'none', 'home']
+
+
+def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[Any, Any]:
+    """What each instruction is about (a label, ``none`` or ``home``) and the patch holding
+    that object's centre (-100 where there is none)."""
+    torch = dense.torch
+    classes, patches = [], []
+    for s in batch:
+        if s.kind == 'home':
+            classes.append(REFERENT_CLASSES.index('home'))
+        elif s.target == 'none':
+            classes.append(REFERENT_CLASSES.index('none'))
+        else:
+            classes.append(REFERENT_CLASSES.index(s.label))
+        box = dense.boxes[s.image].get(s.label) if s.kind != 'home' else None
+        if box is None or s.target == 'none':
+            patches.append(-100)
+            continue
+        x0, y0, x1, y1 = datamod.to_model_pixels(box)
+        col = min(int((x0 + x1) / 2 / dense.patch), dense.cols - 1)
+        row = min(int((y0 + y1) / 2 / dense.patch), dense.rows - 1)
+        patches.append(row * dense.cols + col)
+    return torch.tensor(classes), torch.tensor(patches)
+
+
+def referent_loss(head: Any, prompt_end: Any, targets: tuple[Any, Any]) -> Any:
+    """Training-only head on the decoder at the prompt's end: which object the instruction
+    names, and in which patch it is. It asks the decoder, directly, for the two things the
+    answer's box and label depend on (the language loss reaches them only through the
+    loc tokens), which is what breaks the plateau where every answer names the same object.
+    """
+    import torch
+
+    classes, patches = targets
+    out = head(prompt_end)
+    n = len(REFERENT_CLASSES)
+    loss = torch.nn.functional.cross_entropy(out[:, :n], classes)
+    if (patches >= 0).any():
+        loss = loss + torch.nn.functional.cross_entropy(out[:, n:], patches, ignore_index=-100)
+    return loss
 
 
 def aux_loss(head: Any, features: Any, targets: tuple[Any, Any, Any]) -> Any:
@@ -337,7 +392,12 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     dense = (
         DenseTargets(datamod.load_boxes(data_dir), sizes.patch_size) if cfg.aux_weight else None
     )
-    params = list(model.named_parameters()) + [(f'aux.{n}', p) for n, p in head.named_parameters()]
+    patches = dense.rows * dense.cols if dense else 0
+    ref_head = torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES) + patches).to(cfg.device)
+    heads = torch.nn.ModuleDict({'dense': head, 'referent': ref_head})
+    params = list(model.named_parameters()) + [
+        (f'aux.{n}', p) for n, p in heads.named_parameters()
+    ]
     decay = [p for n, p in params if p.ndim >= 2 and 'embed' not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and 'embed' not in n)]
     optimizer = torch.optim.AdamW(
@@ -371,10 +431,13 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
         labels = inputs.pop('labels')
         for group in optimizer.param_groups:
             group['lr'] = lr_at(step)
-        logits, targets, features = predicted_logits(model, inputs, labels, cfg.per_image)
-        loss = loss_fn(logits, targets)
+        forward = predicted_logits(model, inputs, labels, cfg.per_image)
+        loss = loss_fn(forward.logits, forward.targets)
         if dense is not None:
-            extra = aux_loss(head, features, [t.to(cfg.device) for t in dense(batch_images)])
+            dense_targets = [t.to(cfg.device) for t in dense(batch_images)]
+            extra = aux_loss(head, forward.vision, dense_targets)
+            ref_targets = [t.to(cfg.device) for t in referent_targets(batch, dense)]
+            extra = extra + referent_loss(ref_head, forward.prompt_end, ref_targets)
             loss = loss + cfg.aux_weight * extra
             running_aux += float(extra.detach())
         optimizer.zero_grad(set_to_none=True)
