@@ -243,7 +243,12 @@ def generate(
     randomization: Randomization = Randomization(),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Render ``scenes`` training scenes into ``out_dir`` (images.npy + samples.jsonl)."""
+    """Render ``scenes`` training scenes into ``out_dir``.
+
+    ``images.npy`` (model inputs), ``samples.jsonl`` (instruction and answer per line) and
+    ``boxes.jsonl`` (every visible object's and bin's box per image, frame pixels: the
+    dense targets of the trainer's auxiliary loss).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     combos = language.all_combos('train')
     images = np.lib.format.open_memmap(
@@ -253,11 +258,16 @@ def generate(
     rng = np.random.default_rng(seed)
     text_rng = random.Random(seed)
     counts: dict[str, int] = {}
-    with (out_dir / 'samples.jsonl').open('w') as fh, WorkCell() as wc:
+    with (
+        (out_dir / 'samples.jsonl').open('w') as fh,
+        (out_dir / 'boxes.jsonl').open('w') as boxes_fh,
+        WorkCell() as wc,
+    ):
         for i in _progress(range(scenes), progress, 'rendering'):
             scene = training_scene(seed * 1_000_003 + i, combos)
             view = render_view(wc, scene, rng, randomization)
             images[i] = view.image
+            boxes_fh.write(json.dumps({'image': i, 'boxes': view.boxes}) + '\n')
             for sample in samples_for_view(view, i, text_rng, per_scene, combos, 'seen'):
                 fh.write(json.dumps(asdict(sample)) + '\n')
                 key = 'none' if sample.target == NONE else sample.kind
@@ -277,6 +287,24 @@ def load_samples(data_dir: Path) -> tuple[np.ndarray, list[Sample]]:
     with (data_dir / 'samples.jsonl').open() as fh:
         samples = [Sample(**json.loads(line)) for line in fh]
     return images, samples
+
+
+def load_boxes(data_dir: Path) -> dict[int, dict[str, tuple[int, int, int, int]]]:
+    """``{image index: {label: (u0, v0, u1, v1)}}`` of every visible object and bin."""
+    out = {}
+    with (data_dir / 'boxes.jsonl').open() as fh:
+        for line in fh:
+            record = json.loads(line)
+            out[record['image']] = {k: tuple(v) for k, v in record['boxes'].items()}
+    return out
+
+
+def to_model_pixels(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """A frame-pixel box (inclusive) -> edges in the model input's pixels."""
+    u0, v0, u1, v1 = box
+    cu0, cv0, cu1, cv1 = IMAGE_CROP
+    sx, sy = MODEL_INPUT[0] / (cu1 - cu0), MODEL_INPUT[1] / (cv1 - cv0)
+    return ((u0 - cu0) * sx, (v0 - cv0) * sy, (u1 + 1 - cu0) * sx, (v1 + 1 - cv0) * sy)
 
 
 def _progress(items: range, enabled: bool, what: str) -> Iterator[int]:
