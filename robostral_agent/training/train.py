@@ -341,7 +341,7 @@ def validate(model: Any, processor: Any, images, samples, prompt: str, device) -
             out[0, inputs['input_ids'].shape[1] :], skip_special_tokens=True
         ).strip()
         hits += text == s.target
-        if LOC_RE.sub('', text) == LOC_RE.sub('', s.target):
+        if LOC_RE.sub('<loc>', text) == LOC_RE.sub('<loc>', s.target):
             structure += 1
             got = [int(v) for v in re.findall(r'<loc(\d{4})>', text)]
             want = [int(v) for v in re.findall(r'<loc(\d{4})>', s.target)]
