@@ -22,6 +22,7 @@ from robostral_agent.launcher import (
     node_argv,
     node_environment,
     pick_domain_id,
+    sim_cpus,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,3 +263,19 @@ def test_the_cell_gets_a_fast_dds_profile_for_camera_frames(
     monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE')
     monkeypatch.setenv('RMW_IMPLEMENTATION', 'rmw_cyclonedds_cpp')
     assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in node_environment(1, tmp_path, profile)
+
+
+def test_the_simulator_is_pinned_to_one_cpu(tmp_path: Path) -> None:
+    assert sim_cpus({0, 1}) == (1,) and sim_cpus({2, 5, 7}) == (7,) and sim_cpus({3}) == ()
+    settings = CellSettings('/c', tmp_path, tmp_path / 'a.jsonl')
+    by_name = {s.name: s for s in cell_specs(settings, {})}
+    assert by_name['sim'].cpus == sim_cpus() and by_name['agent'].cpus == ()
+    unpinned = CellSettings('/c', tmp_path, tmp_path / 'a.jsonl', pin_sim=False)
+    assert all(s.cpus == () for s in cell_specs(unpinned, {}))
+    cpu = max(os.sched_getaffinity(0))
+    code = "import os; print('cpus', sorted(os.sched_getaffinity(0)), flush=True)"
+    with ProcessGroup() as group:
+        child = group.start(ChildSpec('pinned', (sys.executable, '-c', code),
+                                      tmp_path / 'pinned.log', cpus=(cpu,)))  # fmt: skip
+        assert wait_until(log_has(child.spec.log_path, 'cpus'), 30.0)
+    assert f'cpus [{cpu}]' in child.spec.log_path.read_text()
