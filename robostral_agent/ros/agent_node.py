@@ -32,7 +32,6 @@ from rclpy.executors import (
     SingleThreadedExecutor,
 )
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 
@@ -40,6 +39,7 @@ from robostral_agent import paths
 from robostral_agent.cell import BASE_FRAME, reference_camera
 from robostral_agent.contract import Instruction, InstructionStatus, Stamp, encode
 from robostral_agent.geometry import GeometryError
+from robostral_agent.ros import qos
 from robostral_agent.ros.agent_frames import FrameBuffer
 from robostral_agent.ros.conversions import numpy_to_image
 from robostral_agent.vlm.agent import (
@@ -57,10 +57,6 @@ from robostral_agent.vlm.grounding import GroundingConfig
 
 NODE_NAME = 'robostral_agent'
 DEFAULT_MODEL = 'models/robostral-tiny'
-OPERATOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Reliable like OPERATOR_QOS; a deeper history so that a burst is answered, not dropped.
-INSTRUCTION_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-STATUS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 NOT_ACTIVE = 'NOT_ACTIVE'
 QUEUE_FULL = 'QUEUE_FULL'
 INTERNAL_ERROR = 'INTERNAL_ERROR'
@@ -204,12 +200,12 @@ class AgentNode(LifecycleNode):
         # are screened, and a stop published, even while a manager's configure is loading.
         operator = MutuallyExclusiveCallbackGroup()
         self._status_pub = self.create_publisher(
-            String, 'robostral/instruction_status', STATUS_QOS
+            String, 'robostral/instruction_status', qos.RELIABLE_BURST
         )
-        self._estop_pub = self.create_publisher(Bool, 'robostral/estop', OPERATOR_QOS)
+        self._estop_pub = self.create_publisher(Bool, 'robostral/estop', qos.RELIABLE)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.instruction_sub = self.create_subscription(
-            String, 'robostral/instruction', self._on_instruction, INSTRUCTION_QOS,
+            String, 'robostral/instruction', self._on_instruction, qos.RELIABLE_BURST,
             callback_group=operator,
         )  # fmt: skip
         self.create_timer(
@@ -307,10 +303,10 @@ class AgentNode(LifecycleNode):
         )
         self._agent = Agent(backend, agent_config)
         self._proposal_pub = self.create_lifecycle_publisher(
-            String, 'robostral/goal_proposal', OPERATOR_QOS
+            String, 'robostral/goal_proposal', qos.RELIABLE
         )
         self._debug_pub = self.create_lifecycle_publisher(Image, 'robostral/agent/debug_image', 2)
-        sensor = qos_profile_sensor_data
+        sensor = qos.SENSOR
         self._camera_subs = [
             self.create_subscription(
                 Image, 'camera/color/image_raw', self._frames.add_color, sensor

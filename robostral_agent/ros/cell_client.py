@@ -28,13 +28,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -56,27 +49,12 @@ from robostral_agent.contract import (
     load_json,
     new_id,
 )
+from robostral_agent.ros import qos
 from robostral_agent.ros.conversions import ConversionError, image_to_numpy, msg_to_stamp
 from robostral_agent.sim.ground_truth import Snapshot, decode_snapshot
 
 T = TypeVar('T')
 
-RELIABLE: Final = QoSProfile(
-    depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
-OPERATOR: Final = QoSProfile(
-    depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
-# safety_ok: best effort matches the supervisor's reliable publisher and any other.
-BEST_EFFORT: Final = QoSProfile(
-    depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
-)
-LATCHED: Final = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 JOURNAL_LIMIT: Final = 5000  # messages kept per kind (a long `status --watch` stays bounded)
 SPIN_PERIOD_S: Final = 0.05
 # /diagnostics values whose highest value over a run is kept (CellClient.peaks): the
@@ -178,33 +156,34 @@ class CellClient:
 
     def _create_endpoints(self, camera_info: bool, debug_images: bool, sim: bool) -> None:
         n = self.node
-        self.instruction_pub = n.create_publisher(String, 'robostral/instruction', OPERATOR)
-        self.estop_pub = n.create_publisher(Bool, 'robostral/estop', OPERATOR)
-        self.decision_pub = n.create_publisher(String, 'robostral/operator_decision', OPERATOR)
+        self.instruction_pub = n.create_publisher(String, 'robostral/instruction', qos.RELIABLE)
+        self.estop_pub = n.create_publisher(Bool, 'robostral/estop', qos.RELIABLE)
+        self.decision_pub = n.create_publisher(String, 'robostral/operator_decision', qos.RELIABLE)
         self.reset_client = n.create_client(Trigger, 'robostral/reset')
         sub = n.create_subscription
-        self.status_sub = sub(String, 'robostral/instruction_status', self._on_status, RELIABLE)
-        self.proposal_sub = sub(String, 'robostral/goal_proposal', self._on_proposal, RELIABLE)
-        self.verdict_sub = sub(String, 'robostral/verdict', self._on_verdict, RELIABLE)
-        self.result_sub = sub(String, 'robostral/execution_result', self._on_result, RELIABLE)
-        self.safety_sub = sub(Bool, 'robostral/safety_ok', self._on_safety_ok, BEST_EFFORT)
-        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, RELIABLE)
+        burst = qos.RELIABLE_BURST  # what the client journals: a burst must not be dropped
+        self.status_sub = sub(String, 'robostral/instruction_status', self._on_status, burst)
+        self.proposal_sub = sub(String, 'robostral/goal_proposal', self._on_proposal, burst)
+        self.verdict_sub = sub(String, 'robostral/verdict', self._on_verdict, burst)
+        self.result_sub = sub(String, 'robostral/execution_result', self._on_result, burst)
+        self.safety_sub = sub(Bool, 'robostral/safety_ok', self._on_safety_ok, qos.BEST_EFFORT)
+        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, burst)
         if camera_info:
             n.create_subscription(
                 CameraInfo, 'camera/color/camera_info', self._on_camera_info,
-                qos_profile_sensor_data,
+                qos.SENSOR,
             )  # fmt: skip
         if debug_images:
             n.create_subscription(
-                Image, 'robostral/agent/debug_image', self._on_debug_image, OPERATOR
+                Image, 'robostral/agent/debug_image', self._on_debug_image, qos.RELIABLE
             )
         self.scene_pub = None
         self.sim_reset_client = self.truth_client = None
         if sim:
-            self.scene_pub = n.create_publisher(String, 'sim/set_scene', OPERATOR)
+            self.scene_pub = n.create_publisher(String, 'sim/set_scene', qos.RELIABLE)
             self.sim_reset_client = n.create_client(Trigger, 'sim/reset')
             self.truth_client = n.create_client(Trigger, 'sim/get_ground_truth')
-            n.create_subscription(String, 'sim/ground_truth', self._on_truth, LATCHED)
+            n.create_subscription(String, 'sim/ground_truth', self._on_truth, qos.LATCHED)
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():

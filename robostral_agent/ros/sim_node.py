@@ -47,13 +47,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -70,6 +63,7 @@ from robostral_agent.contract import (
     peek_ids,
 )
 from robostral_agent.paths import config_file
+from robostral_agent.ros import qos
 from robostral_agent.ros.conversions import (
     intrinsics_to_camera_info,
     numpy_to_image,
@@ -84,19 +78,6 @@ LOG_THROTTLE_S: Final = 2.0
 PHYSICS_CHUNK_S: Final = 0.004  # the physics thread wakes this often (wall time)
 MAX_CATCH_UP_S: Final = 0.1  # behind by more than this: drop the debt, run slower than real
 DIAGNOSTICS_PERIOD_S: Final = 1.0
-
-RELIABLE_10: Final = QoSProfile(
-    depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
-BEST_EFFORT_10: Final = QoSProfile(
-    depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
-)
-LATCHED: Final = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 
 
 @dataclass(frozen=True)
@@ -149,32 +130,30 @@ class SimNode(Node):
 
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._safety_group = MutuallyExclusiveCallbackGroup()
-        self._color_pub = self.create_publisher(
-            Image, 'camera/color/image_raw', qos_profile_sensor_data
-        )
-        self._info_pub = self.create_publisher(
-            CameraInfo, 'camera/color/camera_info', qos_profile_sensor_data
-        )
+        self._color_pub = self.create_publisher(Image, 'camera/color/image_raw', qos.SENSOR)
+        self._info_pub = self.create_publisher(CameraInfo, 'camera/color/camera_info', qos.SENSOR)
         self._depth_pub = self.create_publisher(
-            Image, 'camera/aligned_depth_to_color/image_raw', qos_profile_sensor_data
+            Image, 'camera/aligned_depth_to_color/image_raw', qos.SENSOR
         )
-        self._tool_pub = self.create_publisher(PoseStamped, 'robostral/tool_pose', RELIABLE_10)
-        self._result_pub = self.create_publisher(String, 'robostral/execution_result', RELIABLE_10)
-        self._truth_pub = self.create_publisher(String, 'sim/ground_truth', LATCHED)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE_10)
-        self.create_subscription(String, 'robostral/approved_task', self._on_task, RELIABLE_10)
+        self._tool_pub = self.create_publisher(PoseStamped, 'robostral/tool_pose', qos.RELIABLE)
+        self._result_pub = self.create_publisher(
+            String, 'robostral/execution_result', qos.RELIABLE
+        )
+        self._truth_pub = self.create_publisher(String, 'sim/ground_truth', qos.LATCHED)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', qos.RELIABLE)
+        self.create_subscription(String, 'robostral/approved_task', self._on_task, qos.RELIABLE)
         self.create_subscription(
             Bool,
             'robostral/safety_ok',
             self._on_safety,
-            BEST_EFFORT_10,
+            qos.BEST_EFFORT,
             callback_group=self._safety_group,
         )
         self.create_subscription(
             String,
             'sim/set_scene',
             self._on_set_scene,
-            RELIABLE_10,
+            qos.RELIABLE,
             callback_group=self._camera_group,
         )
         self.create_service(Trigger, 'sim/reset', self._on_reset)

@@ -32,13 +32,13 @@ from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, Paramete
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from robostral_agent.contract import Stamp, Verdict, encode, peek_ids
 from robostral_agent.paths import config_file
+from robostral_agent.ros import qos
 from robostral_agent.ros.conversions import msg_to_stamp, pose_to_target, target_to_pose
 from robostral_agent.ros.supervisor_markers import diagnostic_status, safety_markers
 from robostral_agent.safety.supervisor import Outcome, Supervisor
@@ -50,22 +50,10 @@ DIAGNOSTICS_PERIOD_S: Final = 1.0
 MARKERS_PERIOD_S: Final = 0.2  # markers follow decisions at most 5 times a second
 LOG_THROTTLE_S: Final = 1.0
 
-# Operator inputs: reliable, keep last 10 (INTERFACES.md section 2).
-OPERATOR_QOS: Final = QoSProfile(
-    depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
 # Proposals in and decisions out: a burst must be judged and answered, not overwritten.
 # 1000 messages (about 1 MB) hold 5 s of a 200 Hz flood while the node catches up; older
 # proposals then come out as STALE_PROPOSAL verdicts instead of silently dropped samples.
-DECISION_QOS: Final = QoSProfile(
-    depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
-MARKERS_QOS: Final = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
+DECISION_QOS: Final = qos.reliable(1000)
 
 
 @dataclass(frozen=True)
@@ -117,17 +105,17 @@ class SupervisorNode(Node):
         self._goal_pub = self.create_publisher(
             PoseStamped, 'robostral/approved_goal', DECISION_QOS
         )
-        self._ok_pub = self.create_publisher(Bool, 'robostral/safety_ok', OPERATOR_QOS)
+        self._ok_pub = self.create_publisher(Bool, 'robostral/safety_ok', qos.RELIABLE)
         self._markers_pub = self.create_publisher(
-            MarkerArray, 'robostral/safety_markers', MARKERS_QOS
+            MarkerArray, 'robostral/safety_markers', qos.LATCHED
         )
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_subscription(
             String, 'robostral/goal_proposal', self._on_proposal, DECISION_QOS
         )
-        self.create_subscription(Bool, 'robostral/estop', self._on_estop, OPERATOR_QOS)
+        self.create_subscription(Bool, 'robostral/estop', self._on_estop, qos.RELIABLE)
         self.create_subscription(
-            String, 'robostral/operator_decision', self._on_decision, OPERATOR_QOS
+            String, 'robostral/operator_decision', self._on_decision, qos.RELIABLE
         )
         self.create_subscription(PoseStamped, 'robostral/tool_pose', self._on_tool_pose, 10)
         self.create_service(Trigger, 'robostral/reset', self._on_reset)
