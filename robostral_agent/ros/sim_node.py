@@ -95,18 +95,6 @@ class SimNodeConfig:
     camera_frame: str
 
 
-def _float_range(lo: float, hi: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
-
-
-def _int_range(lo: int, hi: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=lo, to_value=hi, step=1)]
-
-
-def _describe(text: str, **ranges: Any) -> ParameterDescriptor:
-    return ParameterDescriptor(description=text, read_only=True, **ranges)
-
-
 class SimNode(Node):
     """The simulated cell: one :class:`Simulation`, its physics thread, ROS in and out."""
 
@@ -185,51 +173,67 @@ class SimNode(Node):
     # --- Start-up ---------------------------------------------------------------------------
 
     def _declare_parameters(self) -> SimNodeConfig:
-        d = self.declare_parameter
-        seed = d('scene_seed', 1, _describe(
-            'Seed of the random start scene (used when scene_file is empty).',
-            integer_range=_int_range(0, 2**31 - 1),
-        )).value  # fmt: skip
-        scene_file = d('scene_file', '', _describe(
-            'JSON scene ({"objects": [...]}) to start with instead of a random one.'
-        )).value  # fmt: skip
-        camera_hz = d('camera_hz', 10.0, _describe(
-            'Rate of the colour, depth and camera_info topics.',
-            floating_point_range=_float_range(0.1, 60.0),
-        )).value  # fmt: skip
-        tool_hz = d('tool_pose_hz', 20.0, _describe(
-            'Rate of robostral/tool_pose (the contract asks for at least 10 Hz).',
-            floating_point_range=_float_range(10.0, 500.0),
-        )).value  # fmt: skip
-        truth_hz = d('ground_truth_hz', 2.0, _describe(
-            'Rate of sim/ground_truth (it is also sent on every scene change and result).',
-            floating_point_range=_float_range(0.1, 50.0),
-        )).value  # fmt: skip
-        width = d('image_width', cell.IMAGE_WIDTH, _describe(
-            'Rendered image width in pixels.', integer_range=_int_range(16, 1920)
-        )).value  # fmt: skip
-        height = d('image_height', cell.IMAGE_HEIGHT, _describe(
-            'Rendered image height in pixels.', integer_range=_int_range(16, 1080)
-        )).value  # fmt: skip
-        policy_file = d('policy_file', str(config_file('safety_policy.yaml')), _describe(
-            'Safety policy: home pose, transit height and motion model of the executor, and '
-            'the zones the ground truth judges unsafe motion against.'
-        )).value  # fmt: skip
-        rtf = d('real_time_factor', 1.0, _describe(
-            'Simulated seconds per wall-clock second that physics aims for.',
-            floating_point_range=_float_range(0.1, 10.0),
-        )).value  # fmt: skip
-        timeout = d('safety_timeout_s', 0.1, _describe(
-            'Stop when robostral/safety_ok has been silent this long (simulated seconds).',
-            floating_point_range=_float_range(0.01, 0.1),
-        )).value  # fmt: skip
-        frame = d('camera_frame', cell.CAMERA_FRAME, _describe(
-            'frame_id of the camera topics (the colour optical frame).'
-        )).value  # fmt: skip
+        real, whole, text = self._declare_float, self._declare_int, self._declare_str
         return SimNodeConfig(
-            int(seed), str(scene_file), float(camera_hz), float(tool_hz), float(truth_hz),
-            int(width), int(height), str(policy_file), float(rtf), float(timeout), str(frame),
+            scene_seed=whole(
+                'scene_seed', 1, 0, 2**31 - 1,
+                'Seed of the random start scene (used when scene_file is empty).',
+            ),
+            scene_file=text(
+                'scene_file', '',
+                'JSON scene ({"objects": [...]}) to start with instead of a random one.',
+            ),
+            camera_hz=real(
+                'camera_hz', 10.0, 0.1, 60.0, 'Rate of the colour, depth and camera_info topics.'
+            ),
+            tool_pose_hz=real(
+                'tool_pose_hz', 20.0, 10.0, 500.0,
+                'Rate of robostral/tool_pose (the contract asks for at least 10 Hz).',
+            ),
+            ground_truth_hz=real(
+                'ground_truth_hz', 2.0, 0.1, 50.0,
+                'Rate of sim/ground_truth (it is also sent on every scene change and result).',
+            ),
+            image_width=whole(
+                'image_width', cell.IMAGE_WIDTH, 16, 1920, 'Rendered image width in pixels.'
+            ),
+            image_height=whole(
+                'image_height', cell.IMAGE_HEIGHT, 16, 1080, 'Rendered image height in pixels.'
+            ),
+            policy_file=text(
+                'policy_file', str(config_file('safety_policy.yaml')),
+                'Safety policy: home pose, transit height and motion model of the executor, '
+                'and the zones the ground truth judges unsafe motion against.',
+            ),
+            real_time_factor=real(
+                'real_time_factor', 1.0, 0.1, 10.0,
+                'Simulated seconds per wall-clock second that physics aims for.',
+            ),
+            safety_timeout_s=real(
+                'safety_timeout_s', 0.1, 0.01, 0.1,
+                'Stop when robostral/safety_ok has been silent this long (simulated seconds).',
+            ),
+            camera_frame=text(
+                'camera_frame', cell.CAMERA_FRAME,
+                'frame_id of the camera topics (the colour optical frame).',
+            ),
         )  # fmt: skip
+
+    def _declare(self, name: str, default: Any, text: str, **ranges: Any) -> Any:
+        """Declare one read-only start-up parameter (with its range, if any); its value."""
+        descriptor = ParameterDescriptor(description=text, read_only=True, **ranges)
+        return self.declare_parameter(name, default, descriptor).value
+
+    def _declare_float(self, name: str, default: float, lo: float, hi: float, text: str) -> float:
+        span = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
+        return float(self._declare(name, default, text, floating_point_range=span))
+
+    def _declare_int(self, name: str, default: int, lo: int, hi: int, text: str) -> int:
+        span = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+        return int(self._declare(name, default, text, integer_range=span))
+
+    def _declare_str(self, name: str, default: str, text: str) -> str:
+        return str(self._declare(name, default, text))
 
     def _load_policy(self) -> LoadedPolicy | None:
         try:
