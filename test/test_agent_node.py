@@ -23,7 +23,7 @@ import pytest
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from helpers import spin_until
+from helpers import spin_until, stop_process
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -565,11 +565,6 @@ def test_console_script_with_the_shipped_parameter_file(
     finally:
         executor.shutdown()
         client.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
+        output = stop_process(proc)
     assert proc.returncode in (0, -signal.SIGINT), output
     assert 'Traceback' not in output, output

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from helpers import spin_until
+from helpers import spin_until, stop_process
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
 from ros_peer import known_image
@@ -37,12 +37,7 @@ def test_image_crosses_processes_through_dds(ros_context: object, namespace: str
     finally:
         executor.shutdown()
         node.destroy_node()
-        peer.send_signal(signal.SIGINT)
-        try:
-            output, _ = peer.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            peer.kill()
-            output, _ = peer.communicate()
+        output = stop_process(peer, timeout_s=10)
     assert arrived, f'no image arrived from the peer process; its output:\n{output}'
     assert peer.returncode in (0, -signal.SIGINT), output
     msg = received[0]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from helpers import spin_until
+from helpers import spin_until, stop_process
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import (
     DurabilityPolicy,
@@ -65,12 +65,7 @@ def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield namespace, proc
-    proc.send_signal(signal.SIGINT)
-    try:
-        output, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output, _ = proc.communicate()
+    output = stop_process(proc)
     assert proc.returncode in (0, -signal.SIGINT), output
     assert 'Traceback' not in output, output
 

@@ -4,11 +4,13 @@ continues the same audit chain; stopped with SIGINT, it shuts down cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,26 @@ def peer(ros_context: Any, namespace: str) -> Iterator[Peer]:
         p.close()
 
 
+@dataclass
+class Run:
+    """A supervisor process and, once the ``supervisor`` block has ended, all it printed."""
+
+    proc: subprocess.Popen[str]
+    log: str = ''
+
+
+@contextlib.contextmanager
+def supervisor(peer: Peer, namespace: str, tmp_path: Path) -> Iterator[Run]:
+    """Start a supervisor process and wait until ``peer`` is connected to it; on the way
+    out kill it if it still runs and keep its output in ``Run.log``."""
+    run = Run(start_supervisor(namespace, tmp_path))
+    try:
+        assert peer.connected(run.proc), output_of(run.proc)
+        yield run
+    finally:
+        run.log = output_of(run.proc)
+
+
 def decisions(path: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for line in path.read_bytes().split(b'\n'):
@@ -123,9 +145,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_record(
     peer: Peer, namespace: str, tmp_path: Path
 ) -> None:
     audit = tmp_path / 'audit.jsonl'
-    proc = start_supervisor(namespace, tmp_path)
-    try:
-        assert peer.connected(proc), output_of(proc)
+    with supervisor(peer, namespace, tmp_path) as run:
         assert peer.safety[-1] is False  # started latched
         assert peer.reset().success
         sent = 0
@@ -136,11 +156,10 @@ def test_sigkill_mid_burst_loses_no_acknowledged_record(
                 peer.proposals.publish(String(data=ex.to_text(doc)))
                 sent += 1
             # Keep at most a few dozen proposals in flight, so the kill lands mid-burst.
-            assert peer.spin(lambda s=sent: len(peer.verdicts) >= s - 40), output_of(proc)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        log = output_of(proc)
+            assert peer.spin(lambda s=sent: len(peer.verdicts) >= s - 40), output_of(run.proc)
+        run.proc.send_signal(signal.SIGKILL)
+        assert run.proc.wait(timeout=30) == -signal.SIGKILL
+    log = run.log
     received = list(peer.verdicts)
     assert len(received) >= KILL_AFTER
     assert sent < BURST
@@ -159,22 +178,16 @@ def test_restart_is_latched_and_sigint_stops_cleanly(
     peer: Peer, namespace: str, tmp_path: Path
 ) -> None:
     audit = tmp_path / 'audit.jsonl'
-    first = start_supervisor(namespace, tmp_path)
-    try:
-        assert peer.connected(first), output_of(first)
+    with supervisor(peer, namespace, tmp_path) as first:
         assert peer.reset().success
         assert peer.spin(lambda: peer.safety[-1] is True)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        output_of(first)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=30)
     # Simulate the crash tearing the record being written when the process died.
     with audit.open('ab') as handle:
         handle.write(b'{"data":{"i":')
     peer.safety.clear()
-    second = start_supervisor(namespace, tmp_path)
-    try:
-        assert peer.connected(second), output_of(second)
+    with supervisor(peer, namespace, tmp_path) as second:
         assert peer.safety[-1] is False  # restarted: latched until an explicit reset
         count = len(peer.verdicts)
         peer.proposals.publish(String(data=ex.to_text(ex.pick_place(peer.now_ns()))))
@@ -183,10 +196,9 @@ def test_restart_is_latched_and_sigint_stops_cleanly(
         # what matters here is the latch.)
         assert 'ESTOP_LATCHED' in peer.verdicts[count]['reasons'], peer.verdicts[count]
         assert 'start_latched' in peer.verdicts[count]['detail']
-        second.send_signal(signal.SIGINT)
-        assert second.wait(timeout=30) == 0
-    finally:
-        log = output_of(second)
+        second.proc.send_signal(signal.SIGINT)
+        assert second.proc.wait(timeout=30) == 0
+    log = second.log
     assert 'Traceback' not in log, log
     report = verify_file(audit)
     assert report.ok, report.error
