@@ -459,6 +459,19 @@ def _watch(client: CellClient, out: Console) -> None:
 # --- registration ------------------------------------------------------------------------------
 
 
+def _finish(
+    parser: argparse.ArgumentParser,
+    wait_s: float,
+    wait_help: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
+    """The tail every operation shares: ``--wait``, ``--namespace`` (in this order, the
+    last options of its help) and its handler, which answers Ctrl-C with exit code 130."""
+    add_wait(parser, wait_s, wait_help)
+    add_namespace(parser)
+    parser.set_defaults(handler=_interruptible(handler))
+
+
 def register_ops(commands: argparse._SubParsersAction) -> None:
     epilog = 'exit codes: see robostral --help; 2 usage error; 130 interrupted'
     p = commands.add_parser(
@@ -495,9 +508,7 @@ def register_ops(commands: argparse._SubParsersAction) -> None:
         epilog=epilog,
     )
     p.add_argument('--release', action='store_true', help='release the e-stop input instead')
-    add_wait(p, 5.0, 'how long to wait for the supervisor')
-    add_namespace(p)
-    p.set_defaults(handler=_interruptible(_estop))
+    _finish(p, 5.0, 'how long to wait for the supervisor', _estop)
 
     p = commands.add_parser(
         'reset',
@@ -509,9 +520,7 @@ def register_ops(commands: argparse._SubParsersAction) -> None:
         ),
         epilog=epilog,
     )
-    add_wait(p, 10.0, 'how long to wait for the service')
-    add_namespace(p)
-    p.set_defaults(handler=_interruptible(_reset))
+    _finish(p, 10.0, 'how long to wait for the service', _reset)
 
     p = commands.add_parser(
         'status',
@@ -526,9 +535,7 @@ def register_ops(commands: argparse._SubParsersAction) -> None:
         epilog=epilog,
     )
     p.add_argument('--watch', action='store_true', help='keep printing changes until Ctrl-C')
-    add_wait(p, 5.0, 'how long to listen for the supervisor')
-    add_namespace(p)
-    p.set_defaults(handler=_interruptible(_status))
+    _finish(p, 5.0, 'how long to listen for the supervisor', _status)
 
     for name, handler, verb in (('approve', _approve, 'approve'), ('reject', _reject, 'reject')):
         p = commands.add_parser(
@@ -544,6 +551,4 @@ def register_ops(commands: argparse._SubParsersAction) -> None:
         )
         p.add_argument('proposal_id', metavar='PROPOSAL_ID', help='the id printed by instruct')
         p.add_argument('--operator', default='', help='operator name recorded with the decision')
-        add_wait(p, 10.0, 'how long to wait for the verdict')
-        add_namespace(p)
-        p.set_defaults(handler=_interruptible(handler))
+        _finish(p, 10.0, 'how long to wait for the verdict', handler)
