@@ -131,6 +131,37 @@ def _special_ids(tokenizer: Any) -> dict[str, int]:
     }
 
 
+def _decoder(sizes: TinySizes, tokenizer: Any, **family: Any) -> dict[str, Any]:
+    """The language model's settings that every decoder-only family names alike: the
+    tokenizer's vocabulary (rounded up) and special ids, one key/value head; ``family`` adds
+    the family's own keys or overrides these."""
+    return {
+        'vocab_size': _round_up(len(tokenizer)),
+        'hidden_size': sizes.hidden,
+        'intermediate_size': sizes.intermediate,
+        'num_hidden_layers': sizes.layers,
+        'num_attention_heads': sizes.heads,
+        'num_key_value_heads': 1,
+        'initializer_range': sizes.initializer_range,
+        **_special_ids(tokenizer),
+        **family,
+    }
+
+
+def _vision(sizes: TinySizes, **family: Any) -> dict[str, Any]:
+    """The vision tower's settings that the ViT-style families (SigLIP, Idefics3, Pixtral)
+    name alike; ``family`` adds the family's own keys or overrides these."""
+    return {
+        'hidden_size': sizes.vision_hidden,
+        'intermediate_size': sizes.intermediate,
+        'num_hidden_layers': sizes.vision_layers,
+        'num_attention_heads': sizes.heads,
+        'image_size': sizes.image_size,
+        'patch_size': sizes.patch_size,
+        **family,
+    }
+
+
 def _build(
     out_dir: Path,
     model_class: Any,
@@ -228,25 +259,15 @@ def build_tiny_paligemma(
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     ids = _special_ids(tokenizer)
     vision = SiglipVisionConfig(
-        hidden_size=sizes.vision_hidden,
-        intermediate_size=sizes.vision_intermediate or sizes.intermediate,
-        num_hidden_layers=sizes.vision_layers,
-        num_attention_heads=sizes.vision_heads or sizes.heads,
-        image_size=side * sizes.patch_size,
-        patch_size=sizes.patch_size,
-        vision_use_head=False,
+        **_vision(
+            sizes,
+            intermediate_size=sizes.vision_intermediate or sizes.intermediate,
+            num_attention_heads=sizes.vision_heads or sizes.heads,
+            image_size=side * sizes.patch_size,
+            vision_use_head=False,
+        )
     )
-    text = GemmaConfig(
-        vocab_size=_round_up(len(tokenizer)),
-        hidden_size=sizes.hidden,
-        intermediate_size=sizes.intermediate,
-        num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads,
-        num_key_value_heads=1,
-        head_dim=sizes.hidden // sizes.heads,
-        initializer_range=sizes.initializer_range,
-        **ids,
-    )
+    text = GemmaConfig(**_decoder(sizes, tokenizer, head_dim=sizes.hidden // sizes.heads))
     config = PaliGemmaConfig(
         vision_config=vision,
         text_config=text,
@@ -299,24 +320,8 @@ def build_tiny_idefics3(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len
     )
     ids = _special_ids(tokenizer)
-    vision = Idefics3VisionConfig(
-        hidden_size=sizes.vision_hidden,
-        intermediate_size=sizes.intermediate,
-        num_hidden_layers=sizes.vision_layers,
-        num_attention_heads=sizes.heads,
-        image_size=sizes.image_size,
-        patch_size=sizes.patch_size,
-    )
-    text = LlamaConfig(
-        vocab_size=_round_up(len(tokenizer)),
-        hidden_size=sizes.hidden,
-        intermediate_size=sizes.intermediate,
-        num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads,
-        num_key_value_heads=1,
-        initializer_range=sizes.initializer_range,
-        **ids,
-    )
+    vision = Idefics3VisionConfig(**_vision(sizes))
+    text = LlamaConfig(**_decoder(sizes, tokenizer))
     config = Idefics3Config(
         vision_config=vision,
         text_config=text,
@@ -462,17 +467,9 @@ def build_tiny_qwen2_vl(
             'spatial_merge_size': merge,
             'initializer_range': sizes.initializer_range,
         },
-        text_config={
-            'vocab_size': _round_up(len(tokenizer)),
-            'hidden_size': sizes.hidden,
-            'intermediate_size': sizes.intermediate,
-            'num_hidden_layers': sizes.layers,
-            'num_attention_heads': sizes.heads,
-            'num_key_value_heads': 1,
-            'initializer_range': sizes.initializer_range,
-            'rope_parameters': {'rope_type': 'default', 'mrope_section': [2, 3, 3]},
-            **ids,
-        },
+        text_config=_decoder(
+            sizes, tokenizer, rope_parameters={'rope_type': 'default', 'mrope_section': [2, 3, 3]}
+        ),
         image_token_id=tokenizer.convert_tokens_to_ids('<|image_pad|>'),
         video_token_id=tokenizer.convert_tokens_to_ids('<|video_pad|>'),
         vision_start_token_id=tokenizer.convert_tokens_to_ids('<|vision_start|>'),
@@ -521,28 +518,15 @@ def build_tiny_mistral3(
     )  # fmt: skip
     ids = _special_ids(tokenizer)
     config = Mistral3Config(
-        vision_config={
-            'model_type': 'pixtral',
-            'hidden_size': sizes.vision_hidden,
-            'intermediate_size': sizes.intermediate,
-            'num_hidden_layers': sizes.vision_layers,
-            'num_attention_heads': sizes.heads,
-            'image_size': sizes.image_size,
-            'patch_size': patch,
-            'head_dim': sizes.vision_hidden // sizes.heads,
-        },
-        text_config={
-            'model_type': 'mistral',
-            'vocab_size': _round_up(len(tokenizer)),
-            'hidden_size': sizes.hidden,
-            'intermediate_size': sizes.intermediate,
-            'num_hidden_layers': sizes.layers,
-            'num_attention_heads': sizes.heads,
-            'num_key_value_heads': 1,
-            'head_dim': sizes.hidden // sizes.heads,
-            'initializer_range': sizes.initializer_range,
-            **ids,
-        },
+        vision_config=_vision(
+            sizes,
+            model_type='pixtral',
+            patch_size=patch,
+            head_dim=sizes.vision_hidden // sizes.heads,
+        ),
+        text_config=_decoder(
+            sizes, tokenizer, model_type='mistral', head_dim=sizes.hidden // sizes.heads
+        ),
         image_token_index=tokenizer.convert_tokens_to_ids('[IMG]'),
         spatial_merge_size=2,
         **ids,
