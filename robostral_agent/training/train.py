@@ -107,7 +107,7 @@ def build_model(out_dir: Path, samples: list[datamod.Sample], sizes: ModelSizes,
     card = {
         'image_crop': list(datamod.IMAGE_CROP),
         'image_size': list(datamod.MODEL_INPUT),
-        'max_new_tokens': 40,
+        'max_new_tokens': 64,  # the grammar's worst case is 60 (every character a token)
         'max_steps': 2,
         'constrained': True,
     }
@@ -203,6 +203,8 @@ class Forward:
     targets: Any  # (N,) those labels
     vision: Any  # (images, patches, vision width): the tower's output
     prompt_end: Any  # (batch, text width): the decoder at the prompt's last token
+    patches_first: Any  # (batch, patches, text width): image tokens after the first layer
+    patches_mid: Any  # (batch, patches, text width): image tokens after the middle layer
 
 
 def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> Forward:
@@ -217,13 +219,22 @@ def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> Fo
     pixel_values = inputs.pop('pixel_values')[::per_image]
     image = model.get_image_features(pixel_values)
     image.pooler_output = image.pooler_output.repeat_interleave(per_image, dim=0)
-    hidden = model.model(**inputs, mm_encoder_outputs={'image': image}).last_hidden_state
+    out = model.model(**inputs, mm_encoder_outputs={'image': image}, output_hidden_states=True)
+    hidden = out.last_hidden_state
+    is_image = inputs['input_ids'] == model.config.image_token_id
+
+    def image_tokens(layer: int) -> Any:
+        return out.hidden_states[layer][is_image].view(hidden.shape[0], -1, hidden.shape[-1])
+
     follows = labels[:, 1:] != -100
     logits = model.lm_head(hidden[:, :-1][follows])
     # The answer starts at the first suffix token (type 1); the prompt ends just before it.
     end = (inputs['token_type_ids'] == 1).int().argmax(dim=1) - 1
     prompt_end = hidden[range(hidden.shape[0]), end]
-    return Forward(logits, labels[:, 1:][follows], image.last_hidden_state, prompt_end)
+    return Forward(
+        logits, labels[:, 1:][follows], image.last_hidden_state, prompt_end,
+        image_tokens(1), image_tokens(len(out.hidden_states) // 2),
+    )  # fmt: skip
 
 
 AUX_LABELS = [f'{c} {s}' for c in COLORS for s in SHAPES] + [f'{b} bin' for b in BINS]
@@ -292,21 +303,33 @@ def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[
     return torch.tensor(classes), torch.tensor(patches)
 
 
-def referent_loss(head: Any, prompt_end: Any, targets: tuple[Any, Any]) -> Any:
-    """Training-only head on the decoder at the prompt's end: which object the instruction
-    names, and in which patch it is. It asks the decoder, directly, for the two things the
-    answer's box and label depend on (the language loss reaches them only through the
-    loc tokens), which is what breaks the plateau where every answer names the same object.
+def referent_loss(heads: Any, forward: Forward, targets: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Training-only heads on the decoder that ask, directly, for the steps of grounding:
+
+    * after the first layer, every image token says what the instruction names (the prefix
+      attends bidirectionally, so an image token can read the colour and shape words);
+    * after the middle layer, a score per image token, softmaxed over the patches, says which
+      patch holds it (the image token compares what it shows with what it read);
+    * at the prompt's end, the decoder says what the instruction names.
+
+    The answer's tokens then only have to attend to the patch that said "me" and copy its
+    position. With the language loss alone (and with the last two heads alone) training sat
+    on a plateau where the model found the objects but not which one was meant: each half of
+    the comparison is useless without the other, so neither started; asking for the first
+    half directly breaks the tie. Returns (what, where) losses.
     """
     import torch
 
     classes, patches = targets
-    out = head(prompt_end)
-    n = len(REFERENT_CLASSES)
-    loss = torch.nn.functional.cross_entropy(out[:, :n], classes)
+    ce = torch.nn.functional.cross_entropy
+    which = ce(heads['referent'](forward.prompt_end), classes)
+    read = heads['query'](forward.patches_first)  # (batch, patches, classes)
+    which = which + ce(read.flatten(0, 1), classes.repeat_interleave(read.shape[1]))
+    where = torch.zeros((), device=which.device)
     if (patches >= 0).any():
-        loss = loss + torch.nn.functional.cross_entropy(out[:, n:], patches, ignore_index=-100)
-    return loss
+        scores = heads['match'](forward.patches_mid).squeeze(-1)  # (batch, patches)
+        where = ce(scores, patches, ignore_index=-100)
+    return which, where
 
 
 def aux_loss(head: Any, features: Any, targets: tuple[Any, Any, Any]) -> Any:
@@ -392,9 +415,12 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     dense = (
         DenseTargets(datamod.load_boxes(data_dir), sizes.patch_size) if cfg.aux_weight else None
     )
-    patches = dense.rows * dense.cols if dense else 0
-    ref_head = torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES) + patches).to(cfg.device)
-    heads = torch.nn.ModuleDict({'dense': head, 'referent': ref_head})
+    heads = torch.nn.ModuleDict({
+        'dense': head,
+        'referent': torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES)),
+        'query': torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES)),
+        'match': torch.nn.Linear(sizes.hidden, 1),
+    }).to(cfg.device)  # fmt: skip
     params = list(model.named_parameters()) + [
         (f'aux.{n}', p) for n, p in heads.named_parameters()
     ]
@@ -417,7 +443,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     history = []
     cursor = len(train_images)
     start = time.monotonic()
-    running = running_aux = 0.0
+    running = running_aux = running_match = 0.0
     for step in range(cfg.steps):
         if cursor + images_per_batch > len(train_images):
             rng.shuffle(train_images)
@@ -437,9 +463,11 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             dense_targets = [t.to(cfg.device) for t in dense(batch_images)]
             extra = aux_loss(head, forward.vision, dense_targets)
             ref_targets = [t.to(cfg.device) for t in referent_targets(batch, dense)]
-            extra = extra + referent_loss(ref_head, forward.prompt_end, ref_targets)
+            which, where = referent_loss(heads, forward, ref_targets)
+            extra = extra + which + where
             loss = loss + cfg.aux_weight * extra
             running_aux += float(extra.detach())
+            running_match += float(where.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -449,8 +477,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             elapsed = time.monotonic() - start
             record = {'step': step + 1, 'loss': (running - cfg.aux_weight * running_aux)
                       / cfg.log_every, 'aux_loss': running_aux / cfg.log_every,
+                      'match_loss': running_match / cfg.log_every,
                       'lr': lr_at(step), 'elapsed_s': round(elapsed, 1)}  # fmt: skip
-            running = running_aux = 0.0
+            running = running_aux = running_match = 0.0
             if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
                 model.eval()
                 record.update(validate(model, processor, images, val, prompt, cfg.device))
