@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject
@@ -115,3 +118,12 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert backend.card.image_crop == data.IMAGE_CROP
     generation = backend.generate(np.zeros((480, 640, 3), np.uint8), '<image>go home', 30.0)
     parse_robostral_v1(generation.text, backend.card.labels)  # constrained: always parses
+
+    # A second run continues from the first one's weights: with a zero learning rate it
+    # saves exactly what it loaded.
+    again = replace(config, steps=1, val_every=1, lr=0.0, init_from=str(tmp_path / 'model'))
+    train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
+    before = load_file(tmp_path / 'model' / 'model.safetensors')
+    after = load_file(tmp_path / 'model2' / 'model.safetensors')
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)

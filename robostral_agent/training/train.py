@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = 'cpu'
     structured_init: bool = True
     aux_weight: float = 1.0  # dense auxiliary loss on the vision tower; 0 disables it
+    init_from: str = ''  # a trained model directory to continue from (same data, same tokenizer)
     log_every: int = 50
     val_every: int = 400
     val_samples: int = 64
@@ -377,6 +378,17 @@ def validate(model: Any, processor: Any, images, samples, prompt: str, device) -
     }
 
 
+def continue_from(model: Any, out_dir: Path, previous: Path) -> None:
+    """Start from ``previous``'s weights (a longer schedule in two runs). Its tokenizer must
+    be the one just trained from the same data, or its token ids would mean other words."""
+    from transformers import PaliGemmaForConditionalGeneration
+
+    if (previous / 'tokenizer.json').read_bytes() != (out_dir / 'tokenizer.json').read_bytes():
+        raise ValueError(f'{previous} was trained with another tokenizer (other data?)')
+    trained = PaliGemmaForConditionalGeneration.from_pretrained(previous, local_files_only=True)
+    model.load_state_dict(trained.float().state_dict())  # strict: same sizes, same names
+
+
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) -> dict[str, Any]:
     import torch
     from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
@@ -400,11 +412,13 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     build_model(out_dir, samples, sizes, cfg.seed)
     processor = AutoProcessor.from_pretrained(out_dir, local_files_only=True)
     model = PaliGemmaForConditionalGeneration.from_pretrained(out_dir, local_files_only=True)
+    if cfg.init_from:
+        continue_from(model, out_dir, Path(cfg.init_from))
     model.to(cfg.device).train()
     prompt = '<image>{instruction}'
     tokenizer = processor.tokenizer
     loc_ids = tokenizer.convert_tokens_to_ids([f'<loc{i:04d}>' for i in range(LOC_GRID)])
-    if cfg.structured_init:
+    if cfg.structured_init and not cfg.init_from:
         patch = sizes.patch_size
         grid = (datamod.MODEL_INPUT[1] // patch, datamod.MODEL_INPUT[0] // patch)
         structured_init(model, loc_ids, grid)
