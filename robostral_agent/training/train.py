@@ -206,6 +206,7 @@ class Forward:
     prompt_end: Any  # (batch, text width): the decoder at the prompt's last token
     patches_first: Any  # (batch, patches, text width): image tokens after the first layer
     patches_mid: Any  # (batch, patches, text width): image tokens after the middle layer
+    answer_late: Any  # (N, text width): the positions of ``logits`` before the last layer
 
 
 def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> Forward:
@@ -235,6 +236,7 @@ def predicted_logits(model: Any, inputs: Any, labels: Any, per_image: int) -> Fo
     return Forward(
         logits, labels[:, 1:][follows], image.last_hidden_state, prompt_end,
         image_tokens(1), image_tokens(len(out.hidden_states) // 2),
+        out.hidden_states[-2][:, :-1][follows],
     )  # fmt: skip
 
 
@@ -333,6 +335,31 @@ def referent_loss(heads: Any, forward: Forward, targets: tuple[Any, Any]) -> tup
     return which, where
 
 
+def box_cell_loss(head: Any, forward: Forward, loss_fn: LocSmoothedLoss, grid: tuple[int, int]):
+    """Training-only head before the last layer, at every position that predicts a loc
+    token: the patch row and column of that box's centre.
+
+    A coarse, direct question (9 + 25 classes) for the step the answer's tokens take after
+    the patches have said which one is meant: attend to it and carry its position. The
+    language loss asks for it only through 1024-way loc tokens smoothed over a cell or two,
+    whose gradient is faint while the guess is still patches away.
+    """
+    import torch
+
+    rows, cols = grid
+    is_loc = loss_fn.is_loc[forward.targets]
+    if not is_loc.any():
+        return torch.zeros((), device=forward.targets.device)
+    # A box's four loc tokens (y0 x0 y1 x1) are consecutive in the flattened answers.
+    values = loss_fn.loc_index[forward.targets[is_loc]].view(-1, 4).float()
+    centre = (values[:, :2] + values[:, 2:]) / 2 / LOC_GRID  # (boxes, [y, x]) in 0..1
+    row = (centre[:, 0] * rows).long().clamp(0, rows - 1).repeat_interleave(4)
+    col = (centre[:, 1] * cols).long().clamp(0, cols - 1).repeat_interleave(4)
+    out = head(forward.answer_late[is_loc])
+    ce = torch.nn.functional.cross_entropy
+    return ce(out[:, :rows], row) + ce(out[:, rows:], col)
+
+
 def aux_loss(head: Any, features: Any, targets: tuple[Any, Any, Any]) -> Any:
     import torch
 
@@ -418,9 +445,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     prompt = '<image>{instruction}'
     tokenizer = processor.tokenizer
     loc_ids = tokenizer.convert_tokens_to_ids([f'<loc{i:04d}>' for i in range(LOC_GRID)])
+    grid = (datamod.MODEL_INPUT[1] // sizes.patch_size, datamod.MODEL_INPUT[0] // sizes.patch_size)
     if cfg.structured_init and not cfg.init_from:
-        patch = sizes.patch_size
-        grid = (datamod.MODEL_INPUT[1] // patch, datamod.MODEL_INPUT[0] // patch)
         structured_init(model, loc_ids, grid)
     vocab = model.get_output_embeddings().weight.shape[0]
     loss_fn = LocSmoothedLoss(loc_ids, vocab, cfg.loc_sigma, cfg.device)
@@ -434,6 +460,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
         'referent': torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES)),
         'query': torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES)),
         'match': torch.nn.Linear(sizes.hidden, 1),
+        'cell': torch.nn.Linear(sizes.hidden, grid[0] + grid[1]),
     }).to(cfg.device)  # fmt: skip
     params = list(model.named_parameters()) + [
         (f'aux.{n}', p) for n, p in heads.named_parameters()
@@ -457,7 +484,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     history = []
     cursor = len(train_images)
     start = time.monotonic()
-    running = running_aux = running_match = 0.0
+    running = running_aux = running_match = running_cell = 0.0
     for step in range(cfg.steps):
         if cursor + images_per_batch > len(train_images):
             rng.shuffle(train_images)
@@ -478,7 +505,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             extra = aux_loss(head, forward.vision, dense_targets)
             ref_targets = [t.to(cfg.device) for t in referent_targets(batch, dense)]
             which, where = referent_loss(heads, forward, ref_targets)
-            extra = extra + which + where
+            cell = box_cell_loss(heads['cell'], forward, loss_fn, grid)
+            extra = extra + which + where + cell
+            running_cell += float(cell.detach())
             loss = loss + cfg.aux_weight * extra
             running_aux += float(extra.detach())
             running_match += float(where.detach())
@@ -492,8 +521,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             record = {'step': step + 1, 'loss': (running - cfg.aux_weight * running_aux)
                       / cfg.log_every, 'aux_loss': running_aux / cfg.log_every,
                       'match_loss': running_match / cfg.log_every,
+                      'cell_loss': running_cell / cfg.log_every,
                       'lr': lr_at(step), 'elapsed_s': round(elapsed, 1)}  # fmt: skip
-            running = running_aux = running_match = 0.0
+            running = running_aux = running_match = running_cell = 0.0
             if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
                 model.eval()
                 record.update(validate(model, processor, images, val, prompt, cfg.device))
