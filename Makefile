@@ -18,7 +18,6 @@ DEMO_ARGS ?=
 
 # robostral-tiny: dataset size, training steps, evaluation scenes (see models/robostral-tiny).
 MODEL_SCENES ?= 10000
-MODEL_STEPS ?= 2400
 MODEL_EVAL_SCENES ?= 500
 CANDIDATE ?= data/runs/candidate
 
@@ -57,8 +56,12 @@ bench: $(STAMP)
 
 model: $(STAMP)
 	$(PY) -m robostral_agent.training.data --out data/tiny --scenes $(MODEL_SCENES) --seed 1
+	# The shipped model's two stages: 800 steps of a 2200-step schedule without the box-cell
+	# head, then 1400 more with it (see models/robostral-tiny/README.md).
+	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE)-stage1 \
+		--steps 2200 --stop-at 800 --cell-head false --log-every 25
 	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE) \
-		--steps $(MODEL_STEPS)
+		--steps 1400 --warmup 100 --lr 1e-3 --log-every 25 --init-from $(CANDIDATE)-stage1
 	$(PY) -m robostral_agent.training.evaluate --model $(CANDIDATE) \
 		--scenes $(MODEL_EVAL_SCENES) --json $(CANDIDATE)/evaluation.json
 	@echo "Candidate in $(CANDIDATE). Compare with models/robostral-tiny/README.md; release with"

@@ -120,10 +120,15 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     parse_robostral_v1(generation.text, backend.card.labels)  # constrained: always parses
 
     # A second run continues from the first one's weights: with a zero learning rate it
-    # saves exactly what it loaded.
-    again = replace(config, steps=1, val_every=1, lr=0.0, init_from=str(tmp_path / 'model'))
-    train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
+    # saves exactly what it loaded. Stopped before the end of its schedule, it saves float32
+    # (to be continued); a finished run saves float16.
+    again = replace(config, steps=5, stop_at=1, val_every=1, lr=0.0, cell_head=False,
+                    init_from=str(tmp_path / 'model'))  # fmt: skip
+    report = train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
+    assert [h['step'] for h in report['history']] == [1]
     before = load_file(tmp_path / 'model' / 'model.safetensors')
     after = load_file(tmp_path / 'model2' / 'model.safetensors')
     assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert {t.dtype for t in before.values()} == {torch.float16}
+    assert {t.dtype for t in after.values()} == {torch.float32}
+    assert all(torch.equal(before[k].float(), after[k]) for k in before)

@@ -54,6 +54,8 @@ class TrainConfig:
     structured_init: bool = True
     aux_weight: float = 1.0  # dense auxiliary loss on the vision tower; 0 disables it
     init_from: str = ''  # a trained model directory to continue from (same data, same tokenizer)
+    stop_at: int = 0  # end after this many steps of the schedule (0: all), saved in float32
+    cell_head: bool = True  # the box-cell head of box_cell_loss
     log_every: int = 50
     val_every: int = 400
     val_samples: int = 64
@@ -485,7 +487,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     cursor = len(train_images)
     start = time.monotonic()
     running = running_aux = running_match = running_cell = 0.0
-    for step in range(cfg.steps):
+    for step in range(cfg.stop_at or cfg.steps):
         if cursor + images_per_batch > len(train_images):
             rng.shuffle(train_images)
             cursor = 0
@@ -505,7 +507,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             extra = aux_loss(head, forward.vision, dense_targets)
             ref_targets = [t.to(cfg.device) for t in referent_targets(batch, dense)]
             which, where = referent_loss(heads, forward, ref_targets)
-            cell = box_cell_loss(heads['cell'], forward, loss_fn, grid)
+            cell = box_cell_loss(heads['cell'], forward, loss_fn, grid) * cfg.cell_head
             extra = extra + which + where + cell
             running_cell += float(cell.detach())
             loss = loss + cfg.aux_weight * extra
@@ -532,8 +534,11 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             history.append(record)
             print(json.dumps(record), flush=True)
     model.eval()
-    # float16 halves the checkpoint; the backend loads it in float32 on CPU.
-    model.to(torch.float16).save_pretrained(out_dir)
+    if not cfg.stop_at:
+        # float16 halves the checkpoint; the backend loads it in float32 on CPU.
+        model.to(torch.float16).save_pretrained(out_dir)
+    else:
+        model.save_pretrained(out_dir)  # to continue from, as it is
     report = {
         'train_config': asdict(cfg), 'sizes': asdict(sizes), 'samples': len(samples),
         'parameters': sum(p.numel() for p in model.parameters()),
