@@ -25,12 +25,13 @@ from robostral_agent.vlm import agent as agent_mod
 from robostral_agent.vlm import grounding, tiny
 from robostral_agent.vlm.agent import Agent, AgentConfig, Outcome
 from robostral_agent.vlm.backend import (
+    LOC_TOLERANCE_CELLS,
     BackendError,
     TransformersBackend,
     choose_device,
     weights_sha256,
 )
-from robostral_agent.vlm.formats import FormatError, parse_json_v1, parse_robostral_v1
+from robostral_agent.vlm.formats import LOC_GRID, FormatError, parse_json_v1, parse_robostral_v1
 from robostral_agent.vlm.frames import Frame, make_frame
 from robostral_agent.vlm.grounding import GroundingConfig
 from robostral_agent.vlm.model_card import (
@@ -234,6 +235,14 @@ def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPat
         logits = backend.model(**full).logits[0]
     probs = torch.softmax(logits[prompt_len - 1 : -1].float(), dim=-1)
     expected = probs[torch.arange(ids.shape[1]), ids[0]].tolist()
+    # A loc token's probability is the mass of the loc tokens within the tolerance of it.
+    tokenizer = backend.tokenizer
+    loc_of = {tokenizer.convert_tokens_to_ids(f'<loc{v:04d}>'): v for v in range(LOC_GRID)}
+    for t, token in enumerate(ids[0].tolist()):
+        if token in loc_of:
+            near = [i for i, v in loc_of.items() if abs(v - loc_of[token]) <= LOC_TOLERANCE_CELLS]
+            expected[t] = float(probs[t, near].sum())
+    assert any(token in loc_of for token in ids[0].tolist())  # the loc rule was exercised
     assert generation.token_probs == pytest.approx(expected, abs=1e-4)
     assert len({round(p, 6) for p in generation.token_probs}) > 1  # not a constant
     # The confidence of a text span is the geometric mean over the tokens that overlap it.

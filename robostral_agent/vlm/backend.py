@@ -28,6 +28,12 @@ from robostral_agent.vlm.manifest import MANIFEST, files_sha256, verify_manifest
 from robostral_agent.vlm.model_card import ModelCard, ModelCardError, load_model_card
 
 DEVICES = ('auto', 'cpu', 'cuda')
+# A <locNNNN> token's probability is read as the mass within this many grid cells of it: a
+# cell is 1/1024 of the image (well under a pixel vertically), so the probability of the
+# exact cell says nothing about how sure the model is of where the box is, and a model that
+# spreads its mass over neighbouring cells (as robostral-tiny learned to) would look unsure
+# of every box. 8 cells is about 5 px across and 2 px down a 640x230 crop.
+LOC_TOLERANCE_CELLS = 8
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 
 
@@ -177,6 +183,7 @@ class TransformersBackend:
         self.stop_token_ids = [eos] if isinstance(eos, int) else list(eos)
         pad = self.model.generation_config.pad_token_id
         self._drop_ids = {*self.stop_token_ids, *([pad] if pad is not None else [])}
+        self._loc_ids = self._find_loc_ids()
         self.constraint = None
         if self.card.constrained:
             from robostral_agent.vlm.constrained import GrammarConstraint
@@ -188,6 +195,34 @@ class TransformersBackend:
                 )
             except Exception as exc:  # xgrammar reports bad grammars with several types
                 raise BackendError(f'cannot build the output grammar: {exc}') from exc
+
+    def _find_loc_ids(self) -> Any:
+        """Token ids of ``<loc0000>`` .. ``<loc1023>`` in grid order, or None without them."""
+        from robostral_agent.vlm.formats import LOC_GRID
+
+        names = [f'<loc{i:04d}>' for i in range(LOC_GRID)]
+        ids = self.tokenizer.convert_tokens_to_ids(names)
+        unknown = self.tokenizer.unk_token_id
+        if any(i is None or i == unknown for i in ids):
+            return None
+        return self._torch.tensor(ids, device=self.device)
+
+    def _token_probs(self, scores: Any, ids: list[int]) -> list[float]:
+        """Each chosen token's probability under the (grammar-masked) scores; for a loc
+        token, the mass within :data:`LOC_TOLERANCE_CELLS` of it."""
+        torch = self._torch
+        probs = torch.softmax(scores, dim=-1)
+        chosen = torch.tensor(ids, device=scores.device)
+        out = probs.gather(1, chosen[:, None])[:, 0]
+        if self._loc_ids is not None:
+            loc_probs = probs[:, self._loc_ids]  # (steps, 1024) in grid order
+            cells = torch.arange(loc_probs.shape[1], device=scores.device)
+            for t, token in enumerate(ids):
+                where = (self._loc_ids == token).nonzero()
+                if len(where):
+                    near = (cells - where[0, 0]).abs() <= LOC_TOLERANCE_CELLS
+                    out[t] = loc_probs[t, near].sum()
+        return out.tolist()
 
     def _check_limits(self) -> tuple[str, ...]:
         if self.constraint and self.card.max_new_tokens < self.constraint.worst_case_tokens:
@@ -255,8 +290,7 @@ class TransformersBackend:
         ids = out.sequences[0, out.sequences.shape[1] - steps :].tolist()
         if steps:
             scores = torch.stack([score[0] for score in out.scores]).float()
-            chosen = torch.tensor(ids, device=scores.device)[:, None]
-            probs = torch.softmax(scores, dim=-1).gather(1, chosen)[:, 0].tolist()
+            probs = self._token_probs(scores, ids)
         else:
             probs = []
         finished = bool(ids) and ids[-1] in self.stop_token_ids
