@@ -247,7 +247,10 @@ def _clip_to_slab(
 ) -> tuple[float, float]:
     """Narrow ``[t0, t1]`` to where ``start + t * delta`` lies in ``[lo, hi]`` (maybe empty)."""
     if abs(delta) < _EPS:
-        return (t0, t1) if lo <= start <= hi else (1.0, 0.0)
+        # Too short along this axis to divide by: keep the whole range when either end is in
+        # the slab (an error under _EPS, on the side of reporting contact).
+        end = start + delta
+        return (t0, t1) if min(start, end) <= hi and max(start, end) >= lo else (1.0, 0.0)
     ta, tb = (lo - start) / delta, (hi - start) / delta
     if ta > tb:
         ta, tb = tb, ta
