@@ -249,7 +249,11 @@ def test_tool_pose_is_published_in_base_link_at_rest(client: Client) -> None:
 # A safety_ok gap over 100 ms makes the simulator stop, as it must. On a starved 2-core
 # machine this test process or the node can stall that long; such a stop is retried (a
 # fresh scene and fresh plans), every other outcome is judged at once.
-STARVED_ATTEMPTS = 3
+STARVED_ATTEMPTS = 5
+
+
+def _starved(result: dict[str, Any]) -> bool:
+    return result['status'] == 'aborted' and 'silent' in result['detail']
 
 
 def test_an_approved_task_is_executed_and_judged_from_ground_truth(client: Client) -> None:
@@ -261,10 +265,11 @@ def test_an_approved_task_is_executed_and_judged_from_ground_truth(client: Clien
         client.start(first)
         client.task_pub.publish(String(data=encode(second)))  # one plan at a time
         refused = client.result_for(second.id, 10.0)
-        assert refused['status'] == 'failed' and 'busy' in refused['detail']
         done = client.result_for(first.id, 30.0)
-        if not (done['status'] == 'aborted' and 'silent' in done['detail']):
-            break
+        if _starved(refused) or _starved(done):
+            continue
+        assert refused['status'] == 'failed' and 'busy' in refused['detail'], refused
+        break
     assert done['status'] == 'succeeded', done
     decode_execution_result(json.dumps(done))  # the contract's schema
     assert client.spin_until(
