@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from std_srvs.srv import Trigger
 
 from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject, decode_execution_result, encode
+from robostral_agent.launcher import node_environment, sim_cpus
 from robostral_agent.ros.conversions import image_to_numpy
 from robostral_agent.sim import plans
 from robostral_agent.sim.ground_truth import Snapshot, decode_snapshot, object_in_bin
@@ -63,7 +65,17 @@ def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         '--params-file', str(ROOT / 'config' / 'sim.yaml'),
         '-p', f'scene_file:={scene_file}', '-p', 'real_time_factor:=2.0',
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As the launcher starts it: with the Fast DDS profile whose shared-memory segment holds
+    # a camera frame, and on one CPU (launcher.sim_cpus: the installed rclpy's
+    # MultiThreadedExecutor busy-loops on free cores and starves the safety_ok callback).
+    run = tmp_path_factory.mktemp('sim_run')
+    env = node_environment(
+        int(os.environ.get('ROS_DOMAIN_ID', '0')), run / 'log', fastdds_profile=run / 'dds.xml'
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=(lambda: os.sched_setaffinity(0, set(cpus))) if (cpus := sim_cpus()) else None,
+    )  # fmt: skip
     yield namespace, proc
     output = stop_process(proc)
     assert proc.returncode in (0, -signal.SIGINT), output
@@ -107,6 +119,7 @@ class Client:
         self.safety_pub = n.create_publisher(Bool, 'robostral/safety_ok', RELIABLE)
         self.reset_client = n.create_client(Trigger, 'sim/reset')
         self.safety_on = False
+        self.heartbeat_errors: list[str] = []
         # A supervisor-like safety_ok stream from its own thread, faster than the supervisor's
         # 20 Hz: this test process is busy between spins and must not leave a 100 ms gap that
         # the simulator would rightly stop for.
@@ -117,7 +130,10 @@ class Client:
     def _heartbeat(self) -> None:
         while not self._closing.wait(0.02):
             if self.safety_on:
-                self.safety_pub.publish(Bool(data=True))
+                try:
+                    self.safety_pub.publish(Bool(data=True))
+                except Exception as exc:  # keep beating; say why one was missed
+                    self.heartbeat_errors.append(repr(exc))
 
     def spin_until(self, predicate: Any, timeout_s: float) -> bool:
         return spin_until(self.executor, predicate, timeout_s)
@@ -270,7 +286,7 @@ def test_an_approved_task_is_executed_and_judged_from_ground_truth(client: Clien
             continue
         assert refused['status'] == 'failed' and 'busy' in refused['detail'], refused
         break
-    assert done['status'] == 'succeeded', done
+    assert done['status'] == 'succeeded', (done, client.heartbeat_errors[-3:])
     decode_execution_result(json.dumps(done))  # the contract's schema
     assert client.spin_until(
         lambda: (
