@@ -272,14 +272,21 @@ class DenseTargets:
         for i, image_id in enumerate(image_ids):
             for label, box in self.boxes[image_id].items():
                 x0, y0, x1, y1 = datamod.to_model_pixels(box)
-                cx, cy = (x0 + x1) / 2 / p, (y0 + y1) / 2 / p
-                col, row = min(int(cx), cols - 1), min(int(cy), rows - 1)
-                k = row * cols + col
+                k = self.patch_of(box)
+                row, col = divmod(k, cols)
                 classes[i, k] = 1 + AUX_LABELS.index(label)
                 regress[i, k] = torch.tensor(
-                    [cx - col, cy - row, (x1 - x0) / p / 4, (y1 - y0) / p / 4]
-                )
+                    [(x0 + x1) / 2 / p - col, (y0 + y1) / 2 / p - row,
+                     (x1 - x0) / p / 4, (y1 - y0) / p / 4]
+                )  # fmt: skip
         return classes, regress, classes > 0
+
+    def patch_of(self, box: tuple[int, int, int, int]) -> int:
+        """Index (row-major) of the patch that holds a frame-pixel box's centre."""
+        x0, y0, x1, y1 = datamod.to_model_pixels(box)
+        col = min(int((x0 + x1) / 2 / self.patch), self.cols - 1)
+        row = min(int((y0 + y1) / 2 / self.patch), self.rows - 1)
+        return row * self.cols + col
 
 
 REFERENT_CLASSES = [*AUX_LABELS, 'none', 'home']
@@ -301,10 +308,7 @@ def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[
         if box is None or s.target == 'none':
             patches.append(-100)
             continue
-        x0, y0, x1, y1 = datamod.to_model_pixels(box)
-        col = min(int((x0 + x1) / 2 / dense.patch), dense.cols - 1)
-        row = min(int((y0 + y1) / 2 / dense.patch), dense.rows - 1)
-        patches.append(row * dense.cols + col)
+        patches.append(dense.patch_of(box))
     return torch.tensor(classes), torch.tensor(patches)
 
 
