@@ -98,6 +98,23 @@ def test_dataset_labels_match_the_rendered_objects(tmp_path: Path) -> None:
         assert v0 <= v <= v1
 
 
+def test_referent_targets_name_the_object_the_patch_and_the_task() -> None:
+    from robostral_agent.training.train import REFERENT_CLASSES, DenseTargets, referent_targets
+
+    box = (300, 200, 330, 230)  # frame pixels
+    dense = DenseTargets({0: {'red cube': box}}, 16)
+
+    def sample(kind: str, target: str) -> data.Sample:
+        return data.Sample(0, 'x', target, kind, 'red cube' if kind != 'home' else '',
+                           '', target == 'none', 't', 'w', False)  # fmt: skip
+
+    batch = [sample('move_to', 'move_to ...'), sample('inspect', 'none'), sample('home', 'home')]
+    classes, patches, kinds = referent_targets(batch, dense)
+    assert [REFERENT_CLASSES[c] for c in classes.tolist()] == ['red cube', 'none', 'home']
+    assert patches.tolist() == [dense.patch_of(box), -100, -100]
+    assert [language.KINDS[k] for k in kinds.tolist()] == ['move_to', 'inspect', 'home']
+
+
 @pytest.mark.slow
 def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     meta = data.generate(tmp_path / 'data', scenes=4, seed=3, per_scene=4, progress=False)

@@ -25,7 +25,7 @@ from robostral_agent.vlm import agent as agent_mod
 from robostral_agent.vlm import grounding, tiny
 from robostral_agent.vlm.agent import Agent, AgentConfig, Outcome
 from robostral_agent.vlm.backend import (
-    LOC_TOLERANCE_CELLS,
+    LOC_TOLERANCE_PX,
     BackendError,
     TransformersBackend,
     choose_device,
@@ -155,7 +155,7 @@ def test_constrained_random_paligemma_always_parses(
     backend = TransformersBackend(path, constrained=True, threads=1)
     free = TransformersBackend(path, constrained=False, threads=1)
     assert backend.warnings == ()  # 96 tokens cover the worst constrained answer
-    texts, free_parsed = set(), 0
+    texts, free_parsed, boxes = set(), 0, 0
     for seed in range(12):
         image = synthetic_frame(seed).color
         prompt = backend.card.prompt(INSTRUCTIONS[seed % len(INSTRUCTIONS)])
@@ -165,12 +165,17 @@ def test_constrained_random_paligemma_always_parses(
         texts.add(generation.text)
         for step in plan.steps:
             assert 0.0 < generation.confidence(step.spans) <= 1.0
+            if step.box is not None:  # OrderedCorners: random weights still order corners
+                x0, y0, x1, y1 = step.box
+                boxes += 1
+                assert x0 <= x1 and y0 <= y1, generation.text
         try:
             parse_robostral_v1(free.generate(image, prompt, 30.0).text, free.card.labels)
             free_parsed += 1
         except FormatError:
             pass
     assert len(texts) > 3  # the answers depend on the input: not one canned string
+    assert boxes >= 6  # the corner rule was exercised
     assert free_parsed < 12  # without the grammar, random weights do not write the format
 
 
@@ -214,6 +219,33 @@ def test_paligemma_loc_takes_tasks_from_the_instruction(
     agent.close()
 
 
+def test_ordered_corners_masks_far_corners_below_near_ones() -> None:
+    import torch
+
+    from robostral_agent.vlm.constrained import OrderedCorners
+
+    vocab, grid = 20, 8
+    loc_ids = torch.arange(10, 10 + grid)  # token 10 + v is <loc v>
+    grid_of = torch.full((vocab,), -1)
+    grid_of[loc_ids] = torch.arange(grid)
+    rule = OrderedCorners(loc_ids, grid_of)
+    rows = torch.tensor(
+        [
+            [1, 2, 3, 15],  # one loc (y0 = 5): x0 is free
+            [1, 2, 15, 13],  # y0 = 5, x0 = 3: y1 >= 5
+            [1, 15, 13, 16],  # y0, x0 = 3, y1: x1 >= 3
+            [15, 13, 16, 14],  # a whole box: the grammar, not this rule, says what follows
+            [3, 4, 5, 6],  # no loc at all
+        ]
+    )
+    scores = rule(rows, torch.zeros((5, vocab)))
+    masked = torch.isinf(scores)
+    assert not masked[[0, 3, 4]].any()
+    assert masked[1].nonzero().flatten().tolist() == [10, 11, 12, 13, 14]  # <loc0>..<loc4>
+    assert masked[2].nonzero().flatten().tolist() == [10, 11, 12]  # <loc0>..<loc2>
+    assert not masked[:, :10].any()  # other tokens are the grammar's business
+
+
 def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Recompute each generated token's probability with a separate forward pass."""
     import torch
@@ -235,12 +267,19 @@ def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPat
         logits = backend.model(**full).logits[0]
     probs = torch.softmax(logits[prompt_len - 1 : -1].float(), dim=-1)
     expected = probs[torch.arange(ids.shape[1]), ids[0]].tolist()
-    # A loc token's probability is the mass of the loc tokens within the tolerance of it.
+    # A loc token's probability is the mass of the loc tokens within LOC_TOLERANCE_PX camera
+    # pixels of it: rows (y0, y1) and columns (x0, x1) of this uncropped frame in turn.
+    assert backend.card.image_crop is None
+    height, width = image.shape[:2]
     tokenizer = backend.tokenizer
     loc_of = {tokenizer.convert_tokens_to_ids(f'<loc{v:04d}>'): v for v in range(LOC_GRID)}
+    run = 0
     for t, token in enumerate(ids[0].tolist()):
+        run = run + 1 if token in loc_of else 0
         if token in loc_of:
-            near = [i for i, v in loc_of.items() if abs(v - loc_of[token]) <= LOC_TOLERANCE_CELLS]
+            size = height if run % 2 else width
+            near = [i for i, v in loc_of.items()
+                    if size / LOC_GRID * abs(v - loc_of[token]) <= LOC_TOLERANCE_PX]  # fmt: skip
             expected[t] = float(probs[t, near].sum())
     assert any(token in loc_of for token in ids[0].tolist())  # the loc rule was exercised
     assert generation.token_probs == pytest.approx(expected, abs=1e-4)

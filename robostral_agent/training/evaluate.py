@@ -9,7 +9,9 @@ phrasing. Every instruction goes through the agent's own core (the transformers 
 the parser, the grounding), once with constrained decoding and once without, and is scored
 per phrasing split: parse rate, correct task, correct object, correct plan (tasks, objects
 and bins), box IoU, 3D target error after grounding, ``none`` accuracy for absent objects,
-and CPU latency per instruction.
+and CPU latency per instruction. It also says how often a plan's lowest step confidence clears
+the shipped safety policy's ``min_confidence``, for right plans and for wrong ones: the share
+of right plans the supervisor would let through and of wrong ones it would not stop.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from robostral_agent import cell
+from robostral_agent import cell, paths
 from robostral_agent.contract import Instruction, Stamp
+from robostral_agent.safety.policy import load_policy
 from robostral_agent.sim import WorkCell, random_scene
 from robostral_agent.training import data as datamod
 from robostral_agent.training import language
@@ -97,6 +100,8 @@ def score(case: Case, outcome: Outcome, view: datamod.View, cfg: GroundingConfig
         'correct_task': got is not None and [t for t, _ in got] == [t for t, _ in expected],
         'correct_object': got is not None and [lb for _, lb in got] == [lb for _, lb in expected],
         'latency_ms': sum(outcome.timings_ms.values()),
+        # The lowest step confidence: what the supervisor's min_confidence rule reads.
+        'confidence': min(outcome.confidences) if outcome.confidences else None,
         'ious': [], 'errors_m': [],
     }  # fmt: skip
     record['correct_plan'] = record['correct_task'] and record['correct_object']
@@ -128,9 +133,18 @@ def make_cases(scenes: int, seed: int) -> list[tuple[Any, list[Case]]]:
     return out
 
 
-def summarise(records: list[dict]) -> dict[str, Any]:
+def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
     def rate(key: str, rows: list[dict]) -> float | None:
         return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
+
+    def confident(rows: list[dict]) -> float | None:
+        """Share of ``rows`` whose plan clears the policy's min_confidence."""
+        if not rows:
+            return None
+        return round(sum(r['confidence'] >= min_confidence for r in rows) / len(rows), 4)
+
+    # Plans with a model-read box (home is certain): does the confidence tell right from wrong?
+    boxed = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']
 
     ious = [v for r in records for v in r['ious']]
     errors = [v for r in records for v in r['errors_m']]
@@ -149,12 +163,15 @@ def summarise(records: list[dict]) -> dict[str, Any]:
         'none_accuracy': round(sum(r['state'] == 'not_found' for r in absent) / len(absent), 4)
         if absent
         else None,
+        'correct_plans_confident': confident([r for r in boxed if r['correct_plan']]),
+        'wrong_plans_confident': confident([r for r in boxed if not r['correct_plan']]),
         'latency_p50_ms': round(statistics.median(latencies), 1) if latencies else None,
         'latency_p95_ms': round(float(np.percentile(latencies, 95)), 1) if latencies else None,
     }
 
 
 def evaluate(model_dir: Path, scenes: int, seed: int, threads: int, progress: bool = True):
+    min_confidence = load_policy(paths.config_file('safety_policy.yaml')).policy.min_confidence
     cfg = GroundingConfig(camera_pose=tuple(cell.reference_camera().pose7))
     plans = make_cases(scenes, seed)
     agents = {
@@ -184,20 +201,24 @@ def evaluate(model_dir: Path, scenes: int, seed: int, threads: int, progress: bo
                     records[mode].append(score(case, outcome, view, cfg))
     for agent in agents.values():
         agent.close()
-    report: dict[str, Any] = {'model': str(model_dir), 'scenes': scenes, 'seed': seed}
+    report: dict[str, Any] = {
+        'model': str(model_dir), 'scenes': scenes, 'seed': seed, 'min_confidence': min_confidence,
+    }  # fmt: skip
     for mode, rows in records.items():
-        report[mode] = {
-            'all': summarise(rows),
-            'seen_phrasing': summarise([r for r in rows if r['phrasing'] == 'seen']),
-            'heldout_phrasing': summarise([r for r in rows if r['phrasing'] == 'heldout']),
-            'heldout_combo': summarise([r for r in rows if r['heldout_combo']]),
+        splits = {
+            'all': rows,
+            'seen_phrasing': [r for r in rows if r['phrasing'] == 'seen'],
+            'heldout_phrasing': [r for r in rows if r['phrasing'] == 'heldout'],
+            'heldout_combo': [r for r in rows if r['heldout_combo']],
         }
+        report[mode] = {name: summarise(part, min_confidence) for name, part in splits.items()}
     return report, records
 
 
 def print_table(report: dict[str, Any]) -> None:
     keys = ['instructions', 'parse_rate', 'correct_task', 'correct_object', 'correct_plan',
-            'box_iou_ge_0_5', 'target_error_median_m', 'none_accuracy', 'latency_p50_ms',
+            'box_iou_ge_0_5', 'target_error_median_m', 'none_accuracy',
+            'correct_plans_confident', 'wrong_plans_confident', 'latency_p50_ms',
             'latency_p95_ms']  # fmt: skip
     for mode in ('constrained', 'unconstrained'):
         print(f'\n{mode} decoding')

@@ -56,6 +56,7 @@ class TrainConfig:
     init_from: str = ''  # a trained model directory to continue from (same data, same tokenizer)
     stop_at: int = 0  # end after this many steps of the schedule (0: all), saved in float32
     cell_head: bool = True  # the box-cell head of box_cell_loss
+    task_head: float = 1.0  # weight of the task-kind head of referent_loss (0: no head)
     log_every: int = 50
     val_every: int = 400
     val_samples: int = 64
@@ -292,11 +293,12 @@ class DenseTargets:
 REFERENT_CLASSES = [*AUX_LABELS, 'none', 'home']
 
 
-def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[Any, Any]:
-    """What each instruction is about (a label, ``none`` or ``home``) and the patch holding
-    that object's centre (-100 where there is none)."""
+def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[Any, Any, Any]:
+    """What each instruction is about (a label, ``none`` or ``home``), the patch holding
+    that object's centre (-100 where there is none), and the kind of task it asks for."""
     torch = dense.torch
     classes, patches = [], []
+    kinds = [language.KINDS.index(s.kind) for s in batch]
     for s in batch:
         if s.kind == 'home':
             classes.append(REFERENT_CLASSES.index('home'))
@@ -309,29 +311,37 @@ def referent_targets(batch: list[datamod.Sample], dense: DenseTargets) -> tuple[
             patches.append(-100)
             continue
         patches.append(dense.patch_of(box))
-    return torch.tensor(classes), torch.tensor(patches)
+    return torch.tensor(classes), torch.tensor(patches), torch.tensor(kinds)
 
 
-def referent_loss(heads: Any, forward: Forward, targets: tuple[Any, Any]) -> tuple[Any, Any]:
+def referent_loss(
+    heads: Any, forward: Forward, targets: tuple[Any, Any, Any], task_weight: float = 1.0
+) -> tuple[Any, Any]:
     """Training-only heads on the decoder that ask, directly, for the steps of grounding:
 
     * after the first layer, every image token says what the instruction names (the prefix
       attends bidirectionally, so an image token can read the colour and shape words);
     * after the middle layer, a score per image token, softmaxed over the patches, says which
       patch holds it (the image token compares what it shows with what it read);
-    * at the prompt's end, the decoder says what the instruction names.
+    * at the prompt's end, the decoder says what the instruction names and (with a ``task``
+      head) which kind of task it asks for.
 
     The answer's tokens then only have to attend to the patch that said "me" and copy its
     position. With the language loss alone (and with the last two heads alone) training sat
     on a plateau where the model found the objects but not which one was meant: each half of
     the comparison is useless without the other, so neither started; asking for the first
-    half directly breaks the tie. Returns (what, where) losses.
+    half directly breaks the tie. The task head came later: the answer's first token alone
+    (one of some fifteen the language loss averages over) left ``move_to`` and ``inspect``
+    at their prior (0.4 / 0.6 whatever the verb), and asking for the kind per instruction
+    separates them. Returns (what, where) losses.
     """
     import torch
 
-    classes, patches = targets
+    classes, patches, kinds = targets
     ce = torch.nn.functional.cross_entropy
     which = ce(heads['referent'](forward.prompt_end), classes)
+    if 'task' in heads:
+        which = which + task_weight * ce(heads['task'](forward.prompt_end), kinds)
     read = heads['query'](forward.patches_first)  # (batch, patches, classes)
     which = which + ce(read.flatten(0, 1), classes.repeat_interleave(read.shape[1]))
     where = torch.zeros((), device=which.device)
@@ -467,7 +477,10 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
         'query': torch.nn.Linear(sizes.hidden, len(REFERENT_CLASSES)),
         'match': torch.nn.Linear(sizes.hidden, 1),
         'cell': torch.nn.Linear(sizes.hidden, grid[0] + grid[1]),
-    }).to(cfg.device)  # fmt: skip
+    })  # fmt: skip
+    if cfg.task_head:  # created last: runs without it draw the same initial weights as before
+        heads['task'] = torch.nn.Linear(sizes.hidden, len(language.KINDS))
+    heads.to(cfg.device)
     params = list(model.named_parameters()) + [
         (f'aux.{n}', p) for n, p in heads.named_parameters()
     ]
@@ -510,7 +523,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
             dense_targets = [t.to(cfg.device) for t in dense(batch_images)]
             extra = aux_loss(head, forward.vision, dense_targets)
             ref_targets = [t.to(cfg.device) for t in referent_targets(batch, dense)]
-            which, where = referent_loss(heads, forward, ref_targets)
+            which, where = referent_loss(heads, forward, ref_targets, cfg.task_head)
             cell = box_cell_loss(heads['cell'], forward, loss_fn, grid) * cfg.cell_head
             extra = extra + which + where + cell
             running_cell += float(cell.detach())

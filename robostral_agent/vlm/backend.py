@@ -28,12 +28,14 @@ from robostral_agent.vlm.manifest import MANIFEST, files_sha256, verify_manifest
 from robostral_agent.vlm.model_card import ModelCard, ModelCardError, load_model_card
 
 DEVICES = ('auto', 'cpu', 'cuda')
-# A <locNNNN> token's probability is read as the mass within this many grid cells of it: a
-# cell is 1/1024 of the image (well under a pixel vertically), so the probability of the
-# exact cell says nothing about how sure the model is of where the box is, and a model that
-# spreads its mass over neighbouring cells (as robostral-tiny learned to) would look unsure
-# of every box. 8 cells is about 5 px across and 2 px down a 640x230 crop.
-LOC_TOLERANCE_CELLS = 8
+# A <locNNNN> token's probability is read as the mass of the values within this many camera
+# pixels of it: a grid cell is 1/1024 of the model's view (well under a pixel), so the
+# probability of the exact cell says nothing about how sure the model is of where the box is,
+# and a model that spreads its mass over neighbouring cells (as robostral-tiny learned to)
+# would look unsure of every box. In pixels, not cells, so that both axes mean the same
+# distance on a view that is not square (the reference crop is 640x230: 8 cells across, 22
+# down; about 8 mm on the table either way).
+LOC_TOLERANCE_PX = 5.0
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 
 
@@ -183,12 +185,19 @@ class TransformersBackend:
         self.stop_token_ids = [eos] if isinstance(eos, int) else list(eos)
         pad = self.model.generation_config.pad_token_id
         self._drop_ids = {*self.stop_token_ids, *([pad] if pad is not None else [])}
+        vocab = self.model.get_output_embeddings().weight.shape[0]
         self._loc_ids = self._find_loc_ids()
+        torch = self._torch
+        self._grid_of = torch.full((vocab,), -1, dtype=torch.long, device=self.device)
+        if self._loc_ids is not None:
+            self._grid_of[self._loc_ids] = torch.arange(len(self._loc_ids), device=self.device)
         self.constraint = None
+        self._ordered_corners = None
         if self.card.constrained:
-            from robostral_agent.vlm.constrained import GrammarConstraint
+            from robostral_agent.vlm.constrained import GrammarConstraint, OrderedCorners
 
-            vocab = self.model.get_output_embeddings().weight.shape[0]
+            if self._loc_ids is not None and self.card.output_format != 'json_v1':
+                self._ordered_corners = OrderedCorners(self._loc_ids, self._grid_of)
             try:
                 self.constraint = GrammarConstraint(
                     self.tokenizer, vocab, self.stop_token_ids, self.card
@@ -207,21 +216,39 @@ class TransformersBackend:
             return None
         return self._torch.tensor(ids, device=self.device)
 
-    def _token_probs(self, scores: Any, ids: list[int]) -> list[float]:
+    def _loc_tolerance_cells(self, frame_width: int, frame_height: int) -> tuple[float, float]:
+        """:data:`LOC_TOLERANCE_PX` in grid cells, ``(down, across)``, for a frame's size."""
+        from robostral_agent.vlm.formats import LOC_GRID
+
+        width, height = frame_width, frame_height
+        if (crop := self.card.image_crop) is not None:
+            width, height = crop[2] - crop[0], crop[3] - crop[1]
+        return (LOC_TOLERANCE_PX * LOC_GRID / height, LOC_TOLERANCE_PX * LOC_GRID / width)
+
+    def _token_probs(
+        self, scores: Any, ids: list[int], tolerance_cells: tuple[float, float]
+    ) -> list[float]:
         """Each chosen token's probability under the (grammar-masked) scores; for a loc
-        token, the mass within :data:`LOC_TOLERANCE_CELLS` of it."""
+        token, the mass within ``tolerance_cells`` (down, across) of it. A box's loc tokens
+        alternate ``y0 x0 y1 x1``: even places in a run of locs are rows, odd ones columns."""
         torch = self._torch
         probs = torch.softmax(scores, dim=-1)
         chosen = torch.tensor(ids, device=scores.device)
         out = probs.gather(1, chosen[:, None])[:, 0]
-        if self._loc_ids is not None:
-            loc_probs = probs[:, self._loc_ids]  # (steps, 1024) in grid order
-            cells = torch.arange(loc_probs.shape[1], device=scores.device)
-            for t, token in enumerate(ids):
-                where = (self._loc_ids == token).nonzero()
-                if len(where):
-                    near = (cells - where[0, 0]).abs() <= LOC_TOLERANCE_CELLS
-                    out[t] = loc_probs[t, near].sum()
+        if self._loc_ids is None:
+            return out.tolist()
+        cell = self._grid_of[chosen]  # grid index of each chosen token, -1 if not a loc
+        tolerance, run = [], 0
+        for value in cell.tolist():
+            run = run + 1 if value >= 0 else 0
+            if value >= 0:
+                tolerance.append(tolerance_cells[(run - 1) % 2])
+        if tolerance:
+            is_loc = cell >= 0
+            cells = torch.arange(len(self._loc_ids), device=scores.device)
+            limit = torch.tensor(tolerance, device=scores.device)[:, None]
+            near = (cells[None, :] - cell[is_loc][:, None]).abs() <= limit
+            out[is_loc] = (probs[is_loc][:, self._loc_ids] * near).sum(dim=1)
         return out.tolist()
 
     def _check_limits(self) -> tuple[str, ...]:
@@ -272,6 +299,8 @@ class TransformersBackend:
         inputs = self._inputs(image, prompt)
         t1 = time.perf_counter()
         processors = [self.constraint.logits_processor()] if self.constraint else []
+        if self._ordered_corners is not None:
+            processors.append(self._ordered_corners)
         with self._torch.inference_mode():
             out = self.model.generate(
                 **inputs,
@@ -290,7 +319,8 @@ class TransformersBackend:
         ids = out.sequences[0, out.sequences.shape[1] - steps :].tolist()
         if steps:
             scores = torch.stack([score[0] for score in out.scores]).float()
-            probs = self._token_probs(scores, ids)
+            tolerance = self._loc_tolerance_cells(image.shape[1], image.shape[0])
+            probs = self._token_probs(scores, ids, tolerance)
         else:
             probs = []
         finished = bool(ids) and ids[-1] in self.stop_token_ids

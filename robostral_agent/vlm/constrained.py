@@ -11,6 +11,11 @@ initialised model then produces text that parses.
 * ``json_v1`` is a JSON schema (fixed key order, ``, `` / ``: `` separators, no free
   whitespace) so its length is bounded.
 
+Box corners come in ``y0 x0 y1 x1`` order and must be ordered (``y1 >= y0``, ``x1 >= x0``). A
+regular grammar over 1024 values per coordinate that says so would be enormous, so a small
+logits processor, :class:`OrderedCorners`, runs after the grammar's and forbids a far corner
+below its near one.
+
 The grammars bound the number of steps (``max_steps`` of the model card). A grammar still
 needs enough ``max_new_tokens`` to finish: :func:`worst_case_tokens` gives an upper bound
 (every character its own token), and the backend warns at load when the card allows less.
@@ -176,3 +181,29 @@ class GrammarConstraint:
         from xgrammar.contrib.hf import LogitsProcessor
 
         return LogitsProcessor(self._compiled)
+
+
+class OrderedCorners:
+    """Logits processor: a box's far corner is never before its near one.
+
+    In ``<loc>`` formats a box is ``y0 x0 y1 x1``: the third and fourth loc tokens of a box
+    are each compared with the loc token two places before them, and every loc value below it
+    is masked (equal is allowed: a one-cell box is ordered). Without it a small model
+    sometimes writes ``y1 < y0``, an answer that parses and then fails grounding
+    (``BOX_INVALID``). Hand-written: xgrammar has no arithmetic constraints between tokens.
+    """
+
+    def __init__(self, loc_ids: Any, grid_of: Any) -> None:
+        self.loc_ids = loc_ids  # (LOC_GRID,) token ids in grid order
+        self.grid_of = grid_of  # (vocab,) grid index of each token id, -1 for other tokens
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        tail = self.grid_of[input_ids[:, -4:].clamp(max=len(self.grid_of) - 1)]
+        for row in range(input_ids.shape[0]):
+            run = 0  # loc tokens at the end of this row (at most 4 counted)
+            while run < tail.shape[1] and tail[row, -1 - run] >= 0:
+                run += 1
+            if run in (2, 3):
+                near = int(tail[row, -2])
+                scores[row, self.loc_ids[:near]] = float('-inf')
+        return scores
