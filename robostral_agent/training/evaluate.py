@@ -137,6 +137,12 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
     def rate(key: str, rows: list[dict]) -> float | None:
         return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
+    def share(values: list[float], limit: float, above: bool) -> float | None:
+        if not values:
+            return None
+        hits = sum((v >= limit) if above else (v <= limit) for v in values)
+        return round(hits / len(values), 4)
+
     def confident(rows: list[dict]) -> float | None:
         """Share of ``rows`` whose plan clears the policy's min_confidence."""
         if not rows:
@@ -144,10 +150,15 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         return round(sum(r['confidence'] >= min_confidence for r in rows) / len(rows), 4)
 
     # Plans with a model-read box (home is certain): does the confidence tell right from wrong?
-    boxed = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']
+    read = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']
 
     ious = [v for r in records for v in r['ious']]
     errors = [v for r in records for v in r['errors_m']]
+    # The first step's target is the object (pick, inspect, move_to); a bin's box is large and
+    # easy, so the object's figures are reported on their own as well.
+    boxed = [r for r in records if r['kind'] != 'home' and r['errors_m']]
+    object_ious = [r['ious'][0] for r in boxed if r['ious']]
+    object_errors = [r['errors_m'][0] for r in boxed]
     absent = [r for r in records if r['absent']]
     latencies = sorted(r['latency_ms'] for r in records)
     return {
@@ -156,15 +167,20 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         'correct_task': rate('correct_task', records),
         'correct_object': rate('correct_object', records),
         'correct_plan': rate('correct_plan', records),
-        'box_iou_ge_0_5': round(sum(v >= 0.5 for v in ious) / len(ious), 4) if ious else None,
+        'box_iou_ge_0_5': share(ious, 0.5, above=True),
         'box_iou_median': round(statistics.median(ious), 4) if ious else None,
         'target_error_median_m': round(statistics.median(errors), 4) if errors else None,
         'target_error_p95_m': round(float(np.percentile(errors, 95)), 4) if errors else None,
         'none_accuracy': round(sum(r['state'] == 'not_found' for r in absent) / len(absent), 4)
         if absent
         else None,
-        'correct_plans_confident': confident([r for r in boxed if r['correct_plan']]),
-        'wrong_plans_confident': confident([r for r in boxed if not r['correct_plan']]),
+        'object_iou_ge_0_5': share(object_ious, 0.5, above=True),
+        'object_error_median_m': round(statistics.median(object_errors), 4)
+        if object_errors
+        else None,
+        'object_error_le_1_5_cm': share(object_errors, 0.015, above=False),
+        'correct_plans_confident': confident([r for r in read if r['correct_plan']]),
+        'wrong_plans_confident': confident([r for r in read if not r['correct_plan']]),
         'latency_p50_ms': round(statistics.median(latencies), 1) if latencies else None,
         'latency_p95_ms': round(float(np.percentile(latencies, 95)), 1) if latencies else None,
     }
@@ -201,8 +217,16 @@ def evaluate(model_dir: Path, scenes: int, seed: int, threads: int, progress: bo
                     records[mode].append(score(case, outcome, view, cfg))
     for agent in agents.values():
         agent.close()
+    report = make_report(records, str(model_dir), scenes, seed, min_confidence)
+    return report, records
+
+
+def make_report(
+    records: dict[str, list[dict]], model: str, scenes: int, seed: int, min_confidence: float
+) -> dict[str, Any]:
+    """The summary of every decoding mode's records, per phrasing split."""
     report: dict[str, Any] = {
-        'model': str(model_dir), 'scenes': scenes, 'seed': seed, 'min_confidence': min_confidence,
+        'model': model, 'scenes': scenes, 'seed': seed, 'min_confidence': min_confidence,
     }  # fmt: skip
     for mode, rows in records.items():
         splits = {
@@ -212,12 +236,13 @@ def evaluate(model_dir: Path, scenes: int, seed: int, threads: int, progress: bo
             'heldout_combo': [r for r in rows if r['heldout_combo']],
         }
         report[mode] = {name: summarise(part, min_confidence) for name, part in splits.items()}
-    return report, records
+    return report
 
 
 def print_table(report: dict[str, Any]) -> None:
     keys = ['instructions', 'parse_rate', 'correct_task', 'correct_object', 'correct_plan',
-            'box_iou_ge_0_5', 'target_error_median_m', 'none_accuracy',
+            'box_iou_ge_0_5', 'target_error_median_m', 'object_iou_ge_0_5',
+            'object_error_median_m', 'object_error_le_1_5_cm', 'none_accuracy',
             'correct_plans_confident', 'wrong_plans_confident', 'latency_p50_ms',
             'latency_p95_ms']  # fmt: skip
     for mode in ('constrained', 'unconstrained'):
