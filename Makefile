@@ -54,22 +54,25 @@ demo: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-# The shipped model's four stages (see models/robostral-tiny/README.md): 800 steps of a
-# 2200-step schedule without the box-cell head; 800 of a 1400-step one with it; then full
-# schedules of 2000 and 1500 steps at batch 16.
+# The shipped model's five stages (see models/robostral-tiny/README.md): 800 steps of a
+# 2200-step schedule without the box-cell head; 800 of a 1400-step one with it; full
+# schedules of 2000 and 1500 steps at batch 16; then 1000 steps with the task-kind head.
 model: $(STAMP)
 	$(PY) -m robostral_agent.training.data --out data/tiny --scenes $(MODEL_SCENES) --seed 1
 	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE)-stage1 \
-		--steps 2200 --stop-at 800 --cell-head false --log-every 25
+		--steps 2200 --stop-at 800 --cell-head false --task-head 0 --log-every 25
 	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE)-stage2 \
-		--steps 1400 --stop-at 800 --warmup 100 --lr 1e-3 --log-every 25 \
+		--steps 1400 --stop-at 800 --warmup 100 --lr 1e-3 --task-head 0 --log-every 25 \
 		--init-from $(CANDIDATE)-stage1
 	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE)-stage3 \
-		--steps 2000 --batch 16 --warmup 50 --lr 8e-4 --log-every 25 \
+		--steps 2000 --batch 16 --warmup 50 --lr 8e-4 --task-head 0 --log-every 25 \
 		--init-from $(CANDIDATE)-stage2
-	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE) \
-		--steps 1500 --batch 16 --warmup 50 --lr 5e-4 --log-every 25 \
+	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE)-stage4 \
+		--steps 1500 --batch 16 --warmup 50 --lr 5e-4 --task-head 0 --log-every 25 \
 		--init-from $(CANDIDATE)-stage3
+	$(PY) -m robostral_agent.training.train --data data/tiny --out $(CANDIDATE) \
+		--steps 1000 --batch 16 --warmup 50 --lr 4e-4 --task-head 3 --log-every 25 \
+		--init-from $(CANDIDATE)-stage4
 	$(PY) -m robostral_agent.training.evaluate --model $(CANDIDATE) \
 		--scenes $(MODEL_EVAL_SCENES) --json $(CANDIDATE)/evaluation.json
 	@echo "Candidate in $(CANDIDATE). Compare with models/robostral-tiny/README.md; release with"
