@@ -35,7 +35,7 @@ def test_shipped_model_is_small_and_documented() -> None:
 # Floors well under the model card's measured figures (500 scenes), so that a broken or
 # regressed model fails while a 20-scene sample's noise does not. They are not the issue's
 # targets, which robostral-tiny does not reach yet (see the model card).
-FLOORS = {'correct_plan': 0.55, 'correct_object': 0.6, 'none_accuracy': 0.5}
+FLOORS = {'correct_plan': 0.7, 'correct_object': 0.7, 'none_accuracy': 0.5}
 MAX_MEDIAN_ERROR_M = 0.04
 
 
