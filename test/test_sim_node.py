@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from helpers import spin_until, stop_process
+from helpers import spin_until
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import (
     DurabilityPolicy,
@@ -33,7 +30,14 @@ from std_srvs.srv import Trigger
 
 from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject, decode_execution_result, encode
-from robostral_agent.launcher import node_environment, sim_cpus
+from robostral_agent.launcher import (
+    Child,
+    ChildSpec,
+    ProcessGroup,
+    node_argv,
+    node_environment,
+    sim_cpus,
+)
 from robostral_agent.ros.conversions import image_to_numpy
 from robostral_agent.sim import plans
 from robostral_agent.sim.ground_truth import Snapshot, decode_snapshot, object_in_bin
@@ -54,32 +58,25 @@ LATCHED = QoSProfile(
 
 
 @pytest.fixture(scope='module')
-def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    """One sim_node process for the module (starting MuJoCo and DDS takes seconds)."""
+def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Child]]:
+    """One sim_node process for the module (starting MuJoCo and DDS takes seconds), started
+    as the launcher starts it: its command line, the Fast DDS profile whose shared-memory
+    segment holds a camera frame, and one CPU (launcher.sim_cpus: the installed rclpy's
+    MultiThreadedExecutor busy-loops on free cores and starves the safety_ok callback)."""
     namespace = f'/sim{uuid.uuid4().hex[:8]}'
-    scene_file = tmp_path_factory.mktemp('scene') / 'scene.json'
-    scene_file.write_text(encode(SCENE))
-    cmd = [
-        sys.executable, '-c', 'from robostral_agent.ros.sim_node import main; main()',
-        '--ros-args', '-r', f'__ns:={namespace}',
-        '--params-file', str(ROOT / 'config' / 'sim.yaml'),
-        '-p', f'scene_file:={scene_file}', '-p', 'real_time_factor:=2.0',
-    ]  # fmt: skip
-    # As the launcher starts it: with the Fast DDS profile whose shared-memory segment holds
-    # a camera frame, and on one CPU (launcher.sim_cpus: the installed rclpy's
-    # MultiThreadedExecutor busy-loops on free cores and starves the safety_ok callback).
     run = tmp_path_factory.mktemp('sim_run')
+    scene_file = run / 'scene.json'
+    scene_file.write_text(encode(SCENE))
+    overrides = {'scene_file': str(scene_file), 'real_time_factor': 2.0}
     env = node_environment(
         int(os.environ.get('ROS_DOMAIN_ID', '0')), run / 'log', fastdds_profile=run / 'dds.xml'
     )
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        preexec_fn=(lambda: os.sched_setaffinity(0, set(cpus))) if (cpus := sim_cpus()) else None,
-    )  # fmt: skip
-    yield namespace, proc
-    output = stop_process(proc)
-    assert proc.returncode in (0, -signal.SIGINT), output
-    assert 'Traceback' not in output, output
+    argv = node_argv('sim', namespace, ROOT / 'config' / 'sim.yaml', overrides)
+    with ProcessGroup() as group:
+        child = group.start(ChildSpec('sim', argv, run / 'sim.log', env, sim_cpus()))
+        yield namespace, child
+    assert group.report is not None and group.report.clean, (group.report, child.log_tail())
+    assert 'Traceback' not in child.spec.log_path.read_text(), child.log_tail()
 
 
 class Client:
@@ -138,7 +135,7 @@ class Client:
     def spin_until(self, predicate: Any, timeout_s: float) -> bool:
         return spin_until(self.executor, predicate, timeout_s)
 
-    def wait_for_sim(self, proc: Any) -> None:
+    def wait_for_sim(self, proc: Child) -> None:
         """Until every topic the tests use is matched (the node may still be starting)."""
         n = self.node
         ready = self.spin_until(
@@ -157,7 +154,7 @@ class Client:
             ),
             timeout_s=90.0,
         )  # fmt: skip
-        assert proc.poll() is None, f'sim_node exited early:\n{proc.stdout.read()}'
+        assert proc.poll() is None, f'sim_node exited early:\n{proc.log_tail()}'
         assert ready, 'sim_node topics never matched'
 
     def load_scene(self, scene: Scene) -> Snapshot:
@@ -200,7 +197,7 @@ class Client:
 
 @pytest.fixture
 def client(
-    request: pytest.FixtureRequest, ros_context: object, sim_process: tuple[str, Any]
+    request: pytest.FixtureRequest, ros_context: object, sim_process: tuple[str, Child]
 ) -> Iterator[Client]:
     namespace, proc = sim_process
     c = Client(ros_context, namespace, camera='camera' in request.node.name)
