@@ -13,7 +13,7 @@ from test_vlm_backend import synthetic_frame
 
 from robostral_agent.contract import Instruction
 from robostral_agent.vlm import tiny
-from robostral_agent.vlm.backend import TransformersBackend
+from robostral_agent.vlm.backend import LOC_TOLERANCE_PX, TransformersBackend
 from robostral_agent.vlm.model_card import (
     CARD_FILE,
     ModelCard,
@@ -90,6 +90,11 @@ def test_backend_feeds_the_processor_the_cropped_frame(tmp_path: Path) -> None:
     np.testing.assert_array_equal(inputs['pixel_values'].numpy(), expected['pixel_values'])
     generation = backend.generate(frame, '<image>go home', 30.0)
     assert generation.text  # the grammar makes even random weights answer in the format
+    # A loc token's confidence tolerance is in camera pixels of the crop (640 x 160 here),
+    # not of the frame nor of the model's 64 x 16 input: grid cells (down, across).
+    assert backend._loc_tolerance_cells(640, 480) == pytest.approx(
+        (LOC_TOLERANCE_PX * 1024 / 160, LOC_TOLERANCE_PX * 1024 / 640)
+    )
 
 
 def test_non_square_patch_count_is_refused(tmp_path: Path) -> None:
