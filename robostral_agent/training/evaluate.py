@@ -145,9 +145,7 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
 
     def confident(rows: list[dict]) -> float | None:
         """Share of ``rows`` whose plan clears the policy's min_confidence."""
-        if not rows:
-            return None
-        return round(sum(r['confidence'] >= min_confidence for r in rows) / len(rows), 4)
+        return share([r['confidence'] for r in rows], min_confidence, above=True)
 
     # Plans with a model-read box (home is certain): does the confidence tell right from wrong?
     read = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']

@@ -32,7 +32,7 @@ import numpy as np
 from robostral_agent.contract import BINS, COLORS, SHAPES, TASKS
 from robostral_agent.training import data as datamod
 from robostral_agent.training import language
-from robostral_agent.vlm.formats import LOC_GRID
+from robostral_agent.vlm.formats import LOC_GRID, LOC_TOKENS
 
 LOC_RE = re.compile(r'<loc\d{4}>')
 
@@ -460,7 +460,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig, sizes: ModelSizes) ->
     model.to(cfg.device).train()
     prompt = '<image>{instruction}'
     tokenizer = processor.tokenizer
-    loc_ids = tokenizer.convert_tokens_to_ids([f'<loc{i:04d}>' for i in range(LOC_GRID)])
+    loc_ids = tokenizer.convert_tokens_to_ids(list(LOC_TOKENS))
     grid = (datamod.MODEL_INPUT[1] // sizes.patch_size, datamod.MODEL_INPUT[0] // sizes.patch_size)
     if cfg.structured_init and not cfg.init_from:
         structured_init(model, loc_ids, grid)

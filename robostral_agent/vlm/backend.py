@@ -207,10 +207,9 @@ class TransformersBackend:
 
     def _find_loc_ids(self) -> Any:
         """Token ids of ``<loc0000>`` .. ``<loc1023>`` in grid order, or None without them."""
-        from robostral_agent.vlm.formats import LOC_GRID
+        from robostral_agent.vlm.formats import LOC_TOKENS
 
-        names = [f'<loc{i:04d}>' for i in range(LOC_GRID)]
-        ids = self.tokenizer.convert_tokens_to_ids(names)
+        ids = self.tokenizer.convert_tokens_to_ids(list(LOC_TOKENS))
         unknown = self.tokenizer.unk_token_id
         if any(i is None or i == unknown for i in ids):
             return None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from robostral_agent.vlm.formats import BOX_TASKS, LOC_GRID, NONE, SEPARATOR
+from robostral_agent.vlm.formats import BOX_TASKS, LOC_TOKENS, NONE, SEPARATOR
 from robostral_agent.vlm.model_card import ModelCard
 
 # When a card declares no closed vocabulary: up to three lower-case words of 16 characters.
@@ -43,7 +43,7 @@ def _label_format(labels: tuple[str, ...]) -> dict[str, Any]:
 def _loc_format() -> dict[str, Any]:
     return {
         'type': 'or',
-        'elements': [{'type': 'token', 'token': f'<loc{i:04d}>'} for i in range(LOC_GRID)],
+        'elements': [{'type': 'token', 'token': token} for token in LOC_TOKENS],
     }
 
 

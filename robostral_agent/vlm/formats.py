@@ -30,6 +30,7 @@ from typing import Any, Final
 from robostral_agent.contract import MAX_STEPS, TASKS
 
 LOC_GRID: Final = 1024
+LOC_TOKENS: Final = tuple(f'<loc{i:04d}>' for i in range(LOC_GRID))  # in grid order
 BOX_TASKS: Final = tuple(t for t in TASKS if t != 'home')
 SEPARATOR: Final = ' ; '
 NONE: Final = 'none'

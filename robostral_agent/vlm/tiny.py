@@ -26,7 +26,6 @@ from robostral_agent.contract import TASKS
 from robostral_agent.vlm.model_card import CARD_FILE, reference_labels
 
 BOS, EOS, PAD, UNK = '<bos>', '<eos>', '<pad>', '<unk>'
-LOC_TOKENS = tuple(f'<loc{i:04d}>' for i in range(1024))
 IDEFICS3_TOKENS = (
     '<fake_token_around_image>',
     '<image>',
