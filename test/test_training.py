@@ -140,7 +140,7 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     # saves exactly what it loaded. Stopped before the end of its schedule, it saves float32
     # (to be continued); a finished run saves float16.
     again = replace(config, steps=5, stop_at=1, val_every=1, lr=0.0, cell_head=False,
-                    init_from=str(tmp_path / 'model'))  # fmt: skip
+                    task_head=0.0, init_from=str(tmp_path / 'model'))  # fmt: skip
     report = train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
     assert [h['step'] for h in report['history']] == [1]
     before = load_file(tmp_path / 'model' / 'model.safetensors')
@@ -149,3 +149,26 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert {t.dtype for t in before.values()} == {torch.float16}
     assert {t.dtype for t in after.values()} == {torch.float32}
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
+
+
+def test_evaluation_summary_separates_objects_and_confidence() -> None:
+    from robostral_agent.training.evaluate import summarise
+
+    def record(kind: str, right: bool, confidence: float | None, ious, errors) -> dict:
+        return {'kind': kind, 'parsed': True, 'correct_task': right, 'correct_object': right,
+                'correct_plan': right, 'absent': False, 'state': 'proposed', 'latency_ms': 50.0,
+                'confidence': confidence, 'ious': ious, 'errors_m': errors}  # fmt: skip
+
+    rows = [
+        record('pick_place', True, 0.7, [0.6, 0.9], [0.01, 0.005]),  # object, then its bin
+        record('pick', True, 0.5, [0.2], [0.03]),
+        record('inspect', False, 0.65, [], []),  # a wrong plan is not scored for boxes
+        record('home', True, 1.0, [], [0.001]),  # no object, certain
+    ]
+    summary = summarise(rows, min_confidence=0.6)
+    assert summary['box_iou_ge_0_5'] == round(2 / 3, 4)  # objects and bins
+    assert summary['object_iou_ge_0_5'] == 0.5  # the object boxes alone: 0.6, 0.2
+    assert summary['object_error_median_m'] == pytest.approx(0.02)  # 0.01, 0.03
+    assert summary['object_error_le_1_5_cm'] == 0.5
+    assert summary['correct_plans_confident'] == 0.5  # 0.7 and 0.5; home not counted
+    assert summary['wrong_plans_confident'] == 1.0
