@@ -15,7 +15,16 @@ from safetensors.torch import load_file
 from robostral_agent import cell
 from robostral_agent.contract import Scene, SceneObject
 from robostral_agent.training import data, language
-from robostral_agent.training.train import ModelSizes, TrainConfig, train
+from robostral_agent.training.train import (
+    DENSE_CLASSES,
+    FIRST_WORDS,
+    REFERENT_CLASSES,
+    SECOND_WORDS,
+    LabelLoss,
+    ModelSizes,
+    TrainConfig,
+    train,
+)
 from robostral_agent.vlm.backend import TransformersBackend
 from robostral_agent.vlm.formats import parse_robostral_v1
 
@@ -99,7 +108,7 @@ def test_dataset_labels_match_the_rendered_objects(tmp_path: Path) -> None:
 
 
 def test_referent_targets_name_the_object_the_patch_and_the_task() -> None:
-    from robostral_agent.training.train import REFERENT_CLASSES, DenseTargets, referent_targets
+    from robostral_agent.training.train import DenseTargets, referent_targets
 
     box = (300, 200, 330, 230)  # frame pixels
     dense = DenseTargets({0: {'red cube': box}}, 16)
@@ -113,6 +122,36 @@ def test_referent_targets_name_the_object_the_patch_and_the_task() -> None:
     assert [REFERENT_CLASSES[c] for c in classes.tolist()] == ['red cube', 'none', 'home']
     assert patches.tolist() == [dense.patch_of(box), -100, -100]
     assert [language.KINDS[k] for k in kinds.tolist()] == ['move_to', 'inspect', 'home']
+
+
+def test_label_loss_whole_or_factored_into_words() -> None:
+    ce = torch.nn.functional.cross_entropy
+    classes = torch.tensor([REFERENT_CLASSES.index(c) for c in
+                            ('yellow ball', 'left bin', 'none', 'home')])  # fmt: skip
+    whole = LabelLoss(REFERENT_CLASSES, factored=False, device='cpu')
+    logits = torch.randn(4, whole.outputs)
+    assert whole.outputs == len(REFERENT_CLASSES)
+    assert torch.isclose(whole(logits, classes), ce(logits, classes))
+
+    factored = LabelLoss(REFERENT_CLASSES, factored=True, device='cpu')
+    assert factored.outputs == len(FIRST_WORDS) + len(SECOND_WORDS)
+    words = [('yellow', 'ball'), ('left', 'bin'), ('none', 'none'), ('home', 'home')]
+    first = torch.tensor([FIRST_WORDS.index(a) for a, _ in words])
+    second = torch.tensor([SECOND_WORDS.index(b) for _, b in words])
+    logits = torch.randn(4, factored.outputs)
+    a, b = logits[:, : len(FIRST_WORDS)], logits[:, len(FIRST_WORDS) :]
+    assert torch.isclose(factored(logits, classes), ce(a, first) + ce(b, second))
+    # Any leading shape (per patch); the empty patch (``none``) weighs 0.1 in both words.
+    dense = LabelLoss(DENSE_CLASSES, factored=True, device='cpu', none_weight=0.1)
+    patches = torch.tensor([[0, DENSE_CLASSES.index('red cube'), 0]])
+    logits = torch.randn(1, 3, dense.outputs).reshape(3, -1)
+    wa, wb = torch.ones(len(FIRST_WORDS)), torch.ones(len(SECOND_WORDS))
+    wa[FIRST_WORDS.index('none')] = wb[SECOND_WORDS.index('none')] = 0.1
+    first = torch.tensor([FIRST_WORDS.index(w) for w in ('none', 'red', 'none')])
+    second = torch.tensor([SECOND_WORDS.index(w) for w in ('none', 'cube', 'none')])
+    a, b = logits[:, : len(FIRST_WORDS)], logits[:, len(FIRST_WORDS) :]
+    want = ce(a, first, wa) + ce(b, second, wb)
+    assert torch.isclose(dense(logits.reshape(1, 3, -1), patches), want)
 
 
 @pytest.mark.slow
@@ -138,9 +177,10 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
 
     # A second run continues from the first one's weights: with a zero learning rate it
     # saves exactly what it loaded. Stopped before the end of its schedule, it saves float32
-    # (to be continued); a finished run saves float16.
+    # (to be continued); a finished run saves float16. Its label heads are factored (they
+    # are training-only: the saved model is the same).
     again = replace(config, steps=5, stop_at=1, val_every=1, lr=0.0, cell_head=False,
-                    task_head=0.0, init_from=str(tmp_path / 'model'))  # fmt: skip
+                    task_head=0.0, factored=True, init_from=str(tmp_path / 'model'))  # fmt: skip
     report = train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
     assert [h['step'] for h in report['history']] == [1]
     before = load_file(tmp_path / 'model' / 'model.safetensors')
