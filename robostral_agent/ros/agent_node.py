@@ -88,6 +88,10 @@ class AgentNodeConfig:
     table_z: float = 0.0
     surface_to_center_m: float = 0.02
     min_grasp_height_m: float = 0.01
+    refine_foreground: bool = True
+    foreground_height_m: float = 0.008
+    top_band_m: float = 0.004
+    foreground_margin: float = 0.25
     place_height_m: float = 0.10
     inspect_height_m: float = 0.15
     move_to_height_m: float = 0.10
@@ -107,6 +111,10 @@ class AgentNodeConfig:
             table_z=self.table_z,
             surface_to_center_m=self.surface_to_center_m,
             min_grasp_height_m=self.min_grasp_height_m,
+            refine_foreground=self.refine_foreground,
+            foreground_height_m=self.foreground_height_m,
+            top_band_m=self.top_band_m,
+            foreground_margin=self.foreground_margin,
             place_height_m=self.place_height_m,
             inspect_height_m=self.inspect_height_m,
             move_to_height_m=self.move_to_height_m,
@@ -155,6 +163,10 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'table_z': ('table top height in base_frame', _floats(-10.0, 10.0)),
     'surface_to_center_m': ('surface-to-centre distance of unknown objects', _floats(0.0, 1.0)),
     'min_grasp_height_m': ('lowest pick target above the table', _floats(0.0, 1.0)),
+    'refine_foreground': ('find the object in its box by depth (objects, not bins)', {}),
+    'foreground_height_m': ('a point this high above the table is an object', _floats(0.001, 1.0)),
+    'top_band_m': ('points this close to its top give an object centre', _floats(0.0005, 0.5)),
+    'foreground_margin': ('box growth per side for that search, of its size', _floats(0.0, 2.0)),
     'place_height_m': ('place target height above the table', _floats(0.0, 2.0)),
     'inspect_height_m': ('inspect target height above the object', _floats(0.0, 2.0)),
     'move_to_height_m': ('move_to target height above the object', _floats(0.0, 2.0)),
