@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+from scipy import ndimage  # connected components (foreground): scipy's, not hand-written
 
 from robostral_agent.cell import BASE_FRAME, OBJECT_HEIGHT, OBJECT_SIZE, TABLE_TOP_Z
 from robostral_agent.contract import Target
@@ -191,8 +192,6 @@ def foreground(
     """The object's own pixels in the box (module docstring, step 5): their mean pixel and
     their points in the base frame ``(n, 3)``; None when no pixel of the box stands above
     the table."""
-    from scipy import ndimage  # connected components: scipy's labelling, not a hand-written one
-
     r0, r1, c0, c1 = pixel_window(bbox, 1.0 + 2.0 * config.foreground_margin, depth.shape)
     region = depth[r0 : r1 + 1, c0 : c1 + 1].astype(np.float64)
     valid = valid_depth(region, config)
