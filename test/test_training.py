@@ -178,9 +178,11 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     # A second run continues from the first one's weights: with a zero learning rate it
     # saves exactly what it loaded. Stopped before the end of its schedule, it saves float32
     # (to be continued); a finished run saves float16. Its label heads are factored (they
-    # are training-only: the saved model is the same).
+    # are training-only) and its forward pass runs under bfloat16 autocast: the saved model
+    # is still float32 and the same.
     again = replace(config, steps=5, stop_at=1, val_every=1, lr=0.0, cell_head=False,
-                    task_head=0.0, factored=True, init_from=str(tmp_path / 'model'))  # fmt: skip
+                    task_head=0.0, factored=True, autocast='bfloat16',
+                    init_from=str(tmp_path / 'model'))  # fmt: skip
     report = train(tmp_path / 'data', tmp_path / 'model2', again, sizes)
     assert [h['step'] for h in report['history']] == [1]
     before = load_file(tmp_path / 'model' / 'model.safetensors')
@@ -189,6 +191,11 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert {t.dtype for t in before.values()} == {torch.float16}
     assert {t.dtype for t in after.values()} == {torch.float32}
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
+
+
+def test_train_config_refuses_an_unknown_autocast_dtype() -> None:
+    with pytest.raises(ValueError, match='autocast'):
+        TrainConfig(autocast='float8')
 
 
 def test_evaluation_summary_separates_objects_and_confidence() -> None:
