@@ -232,6 +232,17 @@ def test_nan_or_zero_depth_at_the_target_is_not_found() -> None:
     assert '0%' in outcome.detail
 
 
+def test_an_object_box_on_bare_table_is_not_found() -> None:
+    u, v = K.project(CAMERA.transform.inverse().apply((0.45, 0.10, 0.0)))
+    outcome = _plan(_agent(ScriptedBackend(f'pick {_loc_box(u, v)} red cube')))
+    assert (outcome.state, outcome.reason, outcome.proposal) == (
+        'not_found',
+        grounding.NO_OBJECT,
+        None,
+    )
+    assert 'red cube' in outcome.detail
+
+
 def test_frame_problems_end_in_error_statuses() -> None:
     agent = _agent(ScriptedBackend('none'))
     old = synthetic_frame(0, Stamp(90, 0))

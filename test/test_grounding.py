@@ -249,15 +249,19 @@ def test_the_object_under_the_box_centre_wins_over_a_neighbour() -> None:
     assert np.linalg.norm(np.subtract(pick.target.position, centre)) < 5 * MM
 
 
-def test_a_box_on_bare_table_keeps_the_box_centre() -> None:
+def test_an_object_box_on_bare_table_is_not_found() -> None:
+    """Nothing stands in the box: the model's box missed; no proposal (not a grasp at air).
+    Without the refinement the same box grounds on the table."""
     u, v = _pixel_of(TABLE_POINTS[0])
     depth = Scene().image()
-    config = replace(CONFIG, min_grasp_height_m=-1)
-    refined = ground('pick', 'red cube', _box_around(u, v), depth, K, config)
+    with pytest.raises(GroundingError) as err:
+        ground('pick', 'red cube', _box_around(u, v), depth, K, CONFIG)
+    assert err.value.code == grounding.NO_OBJECT
     plain = ground('pick', 'red cube', _box_around(u, v), depth, K,
-                   replace(config, refine_foreground=False))  # fmt: skip
-    assert refined.target.position == plain.target.position
-    assert refined.pixel == plain.pixel
+                   replace(CONFIG, refine_foreground=False))  # fmt: skip
+    assert plain.target.position[2] == pytest.approx(CONFIG.min_grasp_height_m)
+    # A bin's box is never refined: its floor is the table.
+    ground('place', 'left bin', _box_around(u, v), depth, K, CONFIG)
 
 
 @pytest.mark.parametrize(
@@ -291,11 +295,10 @@ def test_unknown_objects_use_surface_to_center() -> None:
     point = TABLE_POINTS[1]
     u, v = _pixel_of(point)
     depth = Scene().image()
-    near = ground(
-        'pick', 'widget', _box_around(u, v), depth, K, replace(CONFIG, min_grasp_height_m=-1)
-    )
+    config = replace(CONFIG, min_grasp_height_m=-1, refine_foreground=False)
+    near = ground('pick', 'widget', _box_around(u, v), depth, K, config)
     far = ground('pick', 'widget', _box_around(u, v), depth, K,
-                 replace(CONFIG, surface_to_center_m=0.05, min_grasp_height_m=-1))  # fmt: skip
+                 replace(config, surface_to_center_m=0.05))  # fmt: skip
     assert np.linalg.norm(np.subtract(far.target.position, near.target.position)) == pytest.approx(
         0.03, abs=1e-9
     )

@@ -201,10 +201,20 @@ def test_train_config_refuses_an_unknown_autocast_dtype() -> None:
 def test_evaluation_summary_separates_objects_and_confidence() -> None:
     from robostral_agent.training.evaluate import summarise
 
-    def record(kind: str, right: bool, confidence: float | None, ious, errors) -> dict:
+    def record(
+        kind: str,
+        right: bool,
+        confidence: float | None,
+        ious,
+        errors,
+        state: str = 'proposed',
+        reason: str = '',
+        absent: bool = False,
+    ) -> dict:
         return {'kind': kind, 'parsed': True, 'correct_task': right, 'correct_object': right,
-                'correct_plan': right, 'absent': False, 'state': 'proposed', 'latency_ms': 50.0,
-                'confidence': confidence, 'ious': ious, 'errors_m': errors}  # fmt: skip
+                'correct_plan': right, 'absent': absent, 'state': state, 'reason': reason,
+                'latency_ms': 50.0, 'confidence': confidence, 'ious': ious,
+                'errors_m': errors}  # fmt: skip
 
     rows = [
         record('pick_place', True, 0.7, [0.6, 0.9], [0.01, 0.005]),  # object, then its bin
@@ -219,3 +229,16 @@ def test_evaluation_summary_separates_objects_and_confidence() -> None:
     assert summary['object_error_le_1_5_cm'] == 0.5
     assert summary['correct_plans_confident'] == 0.5  # 0.7 and 0.5; home not counted
     assert summary['wrong_plans_confident'] == 1.0
+    assert summary['right_plans_not_grounded'] == 0.0
+
+    # Absent objects: the model's `none` apart from a box that grounding found empty.
+    rows += [
+        record('pick', True, None, [], [], 'not_found', 'NOT_FOUND', absent=True),
+        record('pick', False, 0.7, [], [], 'not_found', 'NO_OBJECT', absent=True),
+        record('pick', False, 0.7, [], [], 'proposed', '', absent=True),
+        record('inspect', True, 0.8, [], [], 'not_found', 'NO_OBJECT'),  # right words, no target
+    ]
+    summary = summarise(rows, min_confidence=0.6)
+    assert summary['none_accuracy'] == round(1 / 3, 4)
+    assert summary['absent_not_found'] == round(2 / 3, 4)
+    assert summary['right_plans_not_grounded'] == round(1 / 3, 4)  # right, boxed, present

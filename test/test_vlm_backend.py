@@ -61,6 +61,7 @@ OUTCOME_REASONS = {
     agent_mod.UNPARSABLE_OUTPUT,
     agent_mod.MODEL_TIMEOUT,
     grounding.NO_DEPTH,
+    grounding.NO_OBJECT,
     grounding.BOX_INVALID,
     grounding.BOX_OUTSIDE_IMAGE,
 }

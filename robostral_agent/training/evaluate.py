@@ -34,7 +34,7 @@ from robostral_agent.safety.policy import load_policy
 from robostral_agent.sim import WorkCell, random_scene
 from robostral_agent.training import data as datamod
 from robostral_agent.training import language
-from robostral_agent.vlm.agent import Agent, AgentConfig, Outcome
+from robostral_agent.vlm.agent import NOT_FOUND, Agent, AgentConfig, Outcome
 from robostral_agent.vlm.backend import TransformersBackend
 from robostral_agent.vlm.frames import Frame
 from robostral_agent.vlm.grounding import GroundingConfig
@@ -158,6 +158,7 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
     object_ious = [r['ious'][0] for r in boxed if r['ious']]
     object_errors = [r['errors_m'][0] for r in boxed]
     absent = [r for r in records if r['absent']]
+    right = [r for r in records if r['correct_plan'] and r['kind'] != 'home' and not r['absent']]
     latencies = sorted(r['latency_ms'] for r in records)
     return {
         'instructions': len(records),
@@ -169,8 +170,20 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         'box_iou_median': round(statistics.median(ious), 4) if ious else None,
         'target_error_median_m': round(statistics.median(errors), 4) if errors else None,
         'target_error_p95_m': round(float(np.percentile(errors, 95)), 4) if errors else None,
-        'none_accuracy': round(sum(r['state'] == 'not_found' for r in absent) / len(absent), 4)
+        # The model's own `none`; grounding may also end an absent case not_found (a box on
+        # bare table: NO_OBJECT), which the next figure counts.
+        'none_accuracy': round(sum(r['reason'] == NOT_FOUND for r in absent) / len(absent), 4)
         if absent
+        else None,
+        'absent_not_found': round(sum(r['state'] == 'not_found' for r in absent) / len(absent), 4)
+        if absent
+        else None,
+        # Right words, but grounding gave no target (NO_OBJECT, NO_DEPTH): their boxes are in
+        # neither the IoU nor the error figures.
+        'right_plans_not_grounded': round(
+            sum(r['state'] != 'proposed' for r in right) / len(right), 4
+        )
+        if right
         else None,
         'object_iou_ge_0_5': share(object_ious, 0.5, above=True),
         'object_error_median_m': round(statistics.median(object_errors), 4)
@@ -240,7 +253,8 @@ def make_report(
 def print_table(report: dict[str, Any]) -> None:
     keys = ['instructions', 'parse_rate', 'correct_task', 'correct_object', 'correct_plan',
             'box_iou_ge_0_5', 'target_error_median_m', 'object_iou_ge_0_5',
-            'object_error_median_m', 'object_error_le_1_5_cm', 'none_accuracy',
+            'object_error_median_m', 'object_error_le_1_5_cm', 'right_plans_not_grounded',
+            'none_accuracy', 'absent_not_found',
             'correct_plans_confident', 'wrong_plans_confident', 'latency_p50_ms',
             'latency_p95_ms']  # fmt: skip
     for mode in ('constrained', 'unconstrained'):

@@ -23,6 +23,7 @@ reason                     state             when
 ``INVALID_PLAN``           error             the plan cannot be encoded (non-finite values)
 ``NOT_FOUND``              not_found         the model found nothing matching
 ``NO_DEPTH``               not_found         too little valid depth at a target
+``NO_OBJECT``              not_found         nothing stands in an object's box (by depth)
 =========================  ================  =============================================
 """
 
@@ -74,7 +75,7 @@ UNPARSABLE_OUTPUT: Final = 'UNPARSABLE_OUTPUT'
 INVALID_PLAN: Final = 'INVALID_PLAN'
 NOT_FOUND: Final = 'NOT_FOUND'
 
-_NOT_FOUND_CODES: Final = (NOT_FOUND, grounding.NO_DEPTH)
+_NOT_FOUND_CODES: Final = (NOT_FOUND, grounding.NO_DEPTH, grounding.NO_OBJECT)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ The chain, each link a reason code when it breaks:
    within ``top_band_m`` of it give the centre: across, their mean (the top of an upright
    cube, cylinder or ball lies over its centre, wherever the camera sees it from); up, the
    top less half the shape's height. A model's box is often loose or a few pixels off; the
-   depth is not. No such group keeps steps 3 to 5.
+   depth is not. No such group: nothing stands in the box, the model's box is on bare table
+   -> ``NO_OBJECT`` (no proposal; grasping at the table would only miss).
 6. Target per task (the team's motion model): ``pick`` at the object's centre; ``place``
    above the grounded point at ``place_height_m`` over the table; ``inspect``
    ``inspect_height_m`` above the object; ``move_to`` ``move_to_height_m`` above the object
@@ -57,6 +58,7 @@ from robostral_agent.vlm.formats import Box
 BOX_INVALID: Final = 'BOX_INVALID'
 BOX_OUTSIDE_IMAGE: Final = 'BOX_OUTSIDE_IMAGE'
 NO_DEPTH: Final = 'NO_DEPTH'
+NO_OBJECT: Final = 'NO_OBJECT'
 BAD_CAMERA: Final = 'BAD_CAMERA'
 
 DOWN: Final = (1.0, 0.0, 0.0, 0.0)
@@ -272,10 +274,14 @@ def locate(
     bbox = box_to_pixels(box, width, height)
     z, fraction = centre_depth(depth, bbox, config)
     pixel = ((bbox[0] + bbox[2]) / 2.0, (bbox[1] + bbox[3]) / 2.0)
-    found = None
     if config.refine_foreground and not is_bin(label):
         found = foreground(depth, bbox, intrinsics, config)
-    if found is not None:
+        if found is None:
+            raise GroundingError(
+                NO_OBJECT,
+                f'nothing in the box of {label!r} stands {config.foreground_height_m * 100:.1f} '
+                'cm or more above the table',
+            )
         pixel, points = found
         centre = top_centre(label, points, config)
         surface = np.array([centre[0], centre[1], float(np.percentile(points[:, 2], 95))])
