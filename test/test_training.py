@@ -193,6 +193,24 @@ def test_training_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert all(torch.equal(before[k].float(), after[k]) for k in before)
 
 
+def test_error_kind_names_the_first_thing_a_plan_got_wrong() -> None:
+    from robostral_agent.training.evaluate import error_kind
+
+    pick_place = [('pick', 'yellow ball'), ('place', 'left bin')]
+    assert error_kind(pick_place, pick_place) == ''
+    assert error_kind(pick_place, None) == 'unparsed'
+    assert error_kind([], [('pick', 'red cube')]) == 'absent_planned'
+    assert error_kind(pick_place, []) == 'answered_none'
+    assert error_kind(pick_place, [('pick', 'yellow ball')]) == 'wrong_task'
+    assert (
+        error_kind(pick_place, [('pick', 'yellow cube'), ('place', 'left bin')]) == 'same_colour'
+    )
+    assert error_kind(pick_place, [('pick', 'blue ball'), ('place', 'left bin')]) == 'same_shape'
+    assert error_kind(pick_place, [('pick', 'red cube'), ('place', 'left bin')]) == 'other_object'
+    assert error_kind(pick_place, [('pick', 'yellow ball'), ('place', 'right bin')]) == 'wrong_bin'
+    assert error_kind([('home', '')], [('home', '')]) == ''
+
+
 def test_train_config_refuses_an_unknown_autocast_dtype() -> None:
     with pytest.raises(ValueError, match='autocast'):
         TrainConfig(autocast='float8')
@@ -222,7 +240,9 @@ def test_evaluation_summary_separates_objects_and_confidence() -> None:
         record('inspect', False, 0.65, [], []),  # a wrong plan is not scored for boxes
         record('home', True, 1.0, [], [0.001]),  # no object, certain
     ]
+    rows[2]['error'] = 'wrong_task'
     summary = summarise(rows, min_confidence=0.6)
+    assert summary['wrong_plans_by_kind'] == {'wrong_task': 1}
     assert summary['box_iou_ge_0_5'] == round(2 / 3, 4)  # objects and bins
     assert summary['object_iou_ge_0_5'] == 0.5  # the object boxes alone: 0.6, 0.2
     assert summary['object_error_median_m'] == pytest.approx(0.02)  # 0.01, 0.03

@@ -21,7 +21,7 @@ import json
 import random
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,29 @@ def expected_steps(command: language.Command, absent: bool) -> list[tuple[str, s
     if command.kind == 'pick_place':
         return [('pick', command.label), ('place', f'{command.bin} bin')]
     return [(command.kind, command.label)]
+
+
+def error_kind(expected: list[tuple[str, str]], got: list[tuple[str, str]] | None) -> str:
+    """What a plan got wrong, first difference first ('' when it is right): unparsed,
+    absent_planned (a plan for an absent object), answered_none, wrong_task, then by the
+    first wrong label: same_colour (the shape misread), same_shape, other_object, wrong_bin."""
+    if got is None:
+        return 'unparsed'
+    if got == expected:
+        return ''
+    if not expected:
+        return 'absent_planned'
+    if not got:
+        return 'answered_none'
+    if [t for t, _ in got] != [t for t, _ in expected]:
+        return 'wrong_task'
+    want, have = next((w, h) for (_, w), (_, h) in zip(expected, got, strict=True) if w != h)
+    if want.endswith(' bin'):
+        return 'wrong_bin'
+    colour, shape = want.split()
+    if have.startswith(colour + ' '):
+        return 'same_colour'
+    return 'same_shape' if have.endswith(' ' + shape) else 'other_object'
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -105,6 +128,7 @@ def score(case: Case, outcome: Outcome, view: datamod.View, cfg: GroundingConfig
         'ious': [], 'errors_m': [],
     }  # fmt: skip
     record['correct_plan'] = record['correct_task'] and record['correct_object']
+    record['error'] = error_kind(expected, got)
     if record['correct_plan'] and outcome.grounded:
         for (task, label), found in zip(expected, outcome.grounded, strict=True):
             if label and found.bbox is not None and label in view.boxes:
@@ -192,6 +216,10 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         'object_error_le_1_5_cm': share(object_errors, 0.015, above=False),
         'correct_plans_confident': confident([r for r in read if r['correct_plan']]),
         'wrong_plans_confident': confident([r for r in read if not r['correct_plan']]),
+        # Wrong plans by what they got wrong (error_kind), most frequent first.
+        'wrong_plans_by_kind': dict(
+            Counter(r['error'] for r in records if r.get('error')).most_common()
+        ),
         'latency_p50_ms': round(statistics.median(latencies), 1) if latencies else None,
         'latency_p95_ms': round(float(np.percentile(latencies, 95)), 1) if latencies else None,
     }
@@ -264,6 +292,8 @@ def print_table(report: dict[str, Any]) -> None:
         for key in keys:
             cells = [report[mode][s].get(key) for s in splits]
             print(f'{key:24}' + ''.join(f'{"-" if c is None else c:>18}' for c in cells))
+        kinds = report[mode]['all'].get('wrong_plans_by_kind') or {}
+        print('wrong plans by kind: ' + (', '.join(f'{k} {n}' for k, n in kinds.items()) or '-'))
 
 
 def main(argv: list[str] | None = None) -> int:
