@@ -60,13 +60,14 @@ def test_prepare_image_crops_then_resizes() -> None:
 
 
 def test_agent_maps_boxes_from_the_crop_to_the_frame() -> None:
-    """A box at the crop's centre must ground at the frame pixel under the crop's centre."""
+    """A box at the crop's centre must ground at the frame pixel under the crop's centre.
+    (A bin's box: grounding takes its centre as it is; an object's is searched by depth.)"""
     card = ModelCard('robostral_v1', image_crop=(100, 100, 420, 340))
     # y0 x0 y1 x1 around the crop centre (a 20 px box of the 320x240 crop)
-    text = 'pick <loc0469><loc0480><loc0555><loc0544> red cube'
+    text = 'place <loc0469><loc0480><loc0555><loc0544> left bin'
     agent = _agent(ScriptedBackend(text, card=card))
     frame = synthetic_frame(0)
-    outcome = agent.plan(Instruction('op', 'pick the red cube', 'bob'), lambda: frame, NOW)
+    outcome = agent.plan(Instruction('op', 'put it in the left bin', 'bob'), lambda: frame, NOW)
     assert outcome.state == 'proposed', outcome.detail
     u, v = outcome.proposal.steps[0].pixel
     assert u == pytest.approx(100 + 160 - 0.5, abs=0.5)
