@@ -262,11 +262,25 @@ def test_an_object_box_on_bare_table_is_not_found() -> None:
     assert plain.target.position[2] == pytest.approx(CONFIG.min_grasp_height_m)
     # A bin's box is never refined: its floor is the table.
     ground('place', 'left bin', _box_around(u, v), depth, K, CONFIG)
+    # Depth noise: a few pixels 3 cm nearer the camera at the box centre are no object.
+    noisy = depth.copy()
+    cu, cv = round(u), round(v)
+    noisy[cv : cv + 3, cu : cu + 3] -= 0.03  # 9 pixels, under min_object_pixels
+    with pytest.raises(GroundingError, match='NO_OBJECT'):
+        ground('pick', 'red cube', _box_around(u, v), noisy, K, CONFIG)
+    speck = ground('pick', 'red cube', _box_around(u, v), noisy, K,
+                   replace(CONFIG, min_object_pixels=9))  # fmt: skip
+    assert speck.pixel == pytest.approx((cu + 1, cv + 1))
 
 
 @pytest.mark.parametrize(
     'change',
-    [{'foreground_height_m': 0.0}, {'top_band_m': -0.001}, {'foreground_margin': 3.0}],
+    [
+        {'foreground_height_m': 0.0},
+        {'top_band_m': -0.001},
+        {'foreground_margin': 3.0},
+        {'min_object_pixels': 0},
+    ],
 )
 def test_bad_foreground_settings_are_refused(change: dict) -> None:
     with pytest.raises(GeometryError):

@@ -23,10 +23,10 @@ The chain, each link a reason code when it breaks:
    With ``refine_foreground`` (objects only, the default), the box's own depth decides where
    in it the object is, replacing steps 3 to 5: every valid pixel of the box, grown by
    ``foreground_margin`` of its size on each side (a box a few pixels off cuts the object),
-   is deprojected;
-   those standing at least ``foreground_height_m`` above the table form 8-connected groups;
-   the group with the most pixels in the box's central region (with none there, the
-   largest) is the object. Its top (the 95th percentile of its heights) and the points
+   is deprojected; those standing at least ``foreground_height_m`` above the table form
+   8-connected groups of at least ``min_object_pixels`` (fewer is depth noise); the group
+   with the most pixels in the box's central region (with none there, the largest) is the
+   object. Its top (the 95th percentile of its heights) and the points
    within ``top_band_m`` of it give the centre: across, their mean (the top of an upright
    cube, cylinder or ball lies over its centre, wherever the camera sees it from); up, the
    top less half the shape's height. A model's box is often loose or a few pixels off; the
@@ -91,6 +91,7 @@ class GroundingConfig:
     foreground_height_m: float = 0.008
     top_band_m: float = 0.004
     foreground_margin: float = 0.25
+    min_object_pixels: int = 10
 
     def __post_init__(self) -> None:
         Transform.from_xyz_quat(self.camera_pose)  # raises GeometryError when invalid
@@ -106,6 +107,8 @@ class GroundingConfig:
             raise GeometryError('foreground_height_m and top_band_m must be positive')
         if not 0.0 <= self.foreground_margin <= 2.0:
             raise GeometryError('foreground_margin must be in [0, 2]')
+        if self.min_object_pixels < 1:
+            raise GeometryError('min_object_pixels must be at least 1')
 
     @property
     def camera(self) -> Transform:
@@ -208,26 +211,30 @@ def foreground(
     above = np.zeros_like(valid)
     above[rows, cols] = standing
     groups, count = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
+    sizes = np.bincount(groups.ravel(), minlength=count + 1)[1:]
+    big = sizes >= config.min_object_pixels
+    if not big.any():
         return None
     cr0, cr1, cc0, cc1 = pixel_window(bbox, config.center_fraction, depth.shape)
     central = groups[cr0 - r0 : cr1 - r0 + 1, cc0 - c0 : cc1 - c0 + 1]
-    in_centre = np.bincount(central.ravel(), minlength=count + 1)[1:]
-    sizes = np.bincount(groups.ravel(), minlength=count + 1)[1:]
-    best = 1 + int(np.argmax(in_centre if in_centre.any() else sizes))
+    in_centre = np.bincount(central.ravel(), minlength=count + 1)[1:] * big
+    best = 1 + int(np.argmax(in_centre if in_centre.any() else sizes * big))
     mine = groups[rows, cols] == best  # the valid pixels' order, as ``points``
     pixel = (float(cols[mine].mean() + c0), float(rows[mine].mean() + r0))
     return pixel, points[mine]
 
 
-def top_centre(label: str, points: np.ndarray, config: GroundingConfig) -> np.ndarray:
-    """An upright object's centre from its visible points (module docstring, step 5)."""
+def top_centre(
+    label: str, points: np.ndarray, config: GroundingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """An upright object's centre from its visible points, and the middle of its top
+    (module docstring, step 5)."""
     top = float(np.percentile(points[:, 2], 95))
     band = points[points[:, 2] >= top - config.top_band_m]
     shape = shape_of(label)
     half = OBJECT_HEIGHT[shape] / 2.0 if shape is not None else config.surface_to_center_m
     x, y = band[:, :2].mean(axis=0)
-    return np.array([x, y, top - half])
+    return np.array([x, y, top - half]), np.array([x, y, top])
 
 
 def shape_of(label: str) -> str | None:
@@ -283,8 +290,7 @@ def locate(
                 'cm or more above the table',
             )
         pixel, points = found
-        centre = top_centre(label, points, config)
-        surface = np.array([centre[0], centre[1], float(np.percentile(points[:, 2], 95))])
+        centre, surface = top_centre(label, points, config)
     else:
         ideal = intrinsics.undistort_pixels([pixel])[0]
         camera = config.camera
