@@ -59,7 +59,7 @@ class TrainConfig:
     cell_head: bool = True  # the box-cell head of box_cell_loss
     task_head: float = 1.0  # weight of the task-kind head of referent_loss (0: no head)
     factored: bool = False  # label heads ask for a label's two words apart (LabelLoss)
-    autocast: str = ''  # '' (float32) or bfloat16: the forward pass under torch.autocast
+    autocast: str = ''  # '' (float32), bfloat16 or float16: the forward under torch.autocast
     log_every: int = 50
     val_every: int = 400
     val_samples: int = 64
@@ -312,7 +312,9 @@ class LabelLoss:
     never shows (the held-out ones) none: the model answered a held-out pair with a seen
     pair of the same colour or shape, or with ``none``, in 72% of such instructions.
     Factored heads ask for the colour and the shape as separate features, which a pair
-    never seen still combines. ``none_weight`` scales the ``none`` class(es).
+    never seen could still combine. Measured as stage 5 from stage 4 (500 held-out scenes):
+    held-out pairs 27.9% -> 18.6% right, all plans 83.1% -> 78.6%; not used by ``make model``.
+    ``none_weight`` scales the ``none`` class(es).
     """
 
     def __init__(self, labels: list[str], factored: bool, device: Any, none_weight: float = 1.0):
