@@ -273,6 +273,18 @@ def test_an_object_box_on_bare_table_is_not_found() -> None:
     assert speck.pixel == pytest.approx((cu + 1, cv + 1))
 
 
+def test_a_wrong_table_z_errs_on_the_safe_side() -> None:
+    """table_z 2 cm too low: every point stands, but the object's top is still the highest,
+    so its centre is still found. Above the object's top: nothing stands, NO_OBJECT."""
+    scene = Scene()
+    centre = _place(scene, 'cube', (0.45, 0.12), 1)
+    box = scene.box_of(1)
+    low = ground('pick', 'red cube', box, scene.image(), K, replace(CONFIG, table_z=-0.02))
+    assert np.linalg.norm(np.subtract(low.target.position, centre)) < 5 * MM
+    with pytest.raises(GroundingError, match='NO_OBJECT'):
+        ground('pick', 'red cube', box, scene.image(), K, replace(CONFIG, table_z=0.05))
+
+
 @pytest.mark.parametrize(
     'change',
     [
