@@ -22,7 +22,9 @@ import random
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +160,9 @@ def make_cases(scenes: int, seed: int) -> list[tuple[Any, list[Case]]]:
 
 
 def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
-    def rate(key: str, rows: list[dict]) -> float | None:
-        return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
+    def rate(test: Callable[[dict], Any], rows: list[dict]) -> float | None:
+        """Share of ``rows`` that pass ``test``."""
+        return round(sum(bool(test(r)) for r in rows) / len(rows), 4) if rows else None
 
     def share(values: list[float], limit: float, above: bool) -> float | None:
         if not values:
@@ -186,29 +189,21 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
     latencies = sorted(r['latency_ms'] for r in records)
     return {
         'instructions': len(records),
-        'parse_rate': rate('parsed', records),
-        'correct_task': rate('correct_task', records),
-        'correct_object': rate('correct_object', records),
-        'correct_plan': rate('correct_plan', records),
+        'parse_rate': rate(itemgetter('parsed'), records),
+        'correct_task': rate(itemgetter('correct_task'), records),
+        'correct_object': rate(itemgetter('correct_object'), records),
+        'correct_plan': rate(itemgetter('correct_plan'), records),
         'box_iou_ge_0_5': share(ious, 0.5, above=True),
         'box_iou_median': round(statistics.median(ious), 4) if ious else None,
         'target_error_median_m': round(statistics.median(errors), 4) if errors else None,
         'target_error_p95_m': round(float(np.percentile(errors, 95)), 4) if errors else None,
         # The model's own `none`; grounding may also end an absent case not_found (a box on
         # bare table: NO_OBJECT), which the next figure counts.
-        'none_accuracy': round(sum(r['reason'] == NOT_FOUND for r in absent) / len(absent), 4)
-        if absent
-        else None,
-        'absent_not_found': round(sum(r['state'] == 'not_found' for r in absent) / len(absent), 4)
-        if absent
-        else None,
+        'none_accuracy': rate(lambda r: r['reason'] == NOT_FOUND, absent),
+        'absent_not_found': rate(lambda r: r['state'] == 'not_found', absent),
         # Right words, but grounding gave no target (NO_OBJECT, NO_DEPTH): their boxes are in
         # neither the IoU nor the error figures.
-        'right_plans_not_grounded': round(
-            sum(r['state'] != 'proposed' for r in right) / len(right), 4
-        )
-        if right
-        else None,
+        'right_plans_not_grounded': rate(lambda r: r['state'] != 'proposed', right),
         'object_iou_ge_0_5': share(object_ious, 0.5, above=True),
         'object_error_median_m': round(statistics.median(object_errors), 4)
         if object_errors

@@ -282,7 +282,7 @@ class DenseTargets:
                 x0, y0, x1, y1 = datamod.to_model_pixels(box)
                 k = self.patch_of(box)
                 row, col = divmod(k, cols)
-                classes[i, k] = 1 + AUX_LABELS.index(label)
+                classes[i, k] = DENSE_CLASSES.index(label)
                 regress[i, k] = torch.tensor(
                     [(x0 + x1) / 2 / p - col, (y0 + y1) / 2 / p - row,
                      (x1 - x0) / p / 4, (y1 - y0) / p / 4]
@@ -323,12 +323,11 @@ class LabelLoss:
         self.torch = torch
         self.factored = factored
         if factored:
-            words = [
-                (label.partition(' ')[0], label.partition(' ')[2] or label) for label in labels
-            ]
-            self.table = torch.tensor(
-                [[FIRST_WORDS.index(a), SECOND_WORDS.index(b)] for a, b in words], device=device
-            )
+            rows = []
+            for label in labels:
+                first, _, second = label.partition(' ')  # 'none' and 'home': both words
+                rows.append([FIRST_WORDS.index(first), SECOND_WORDS.index(second or first)])
+            self.table = torch.tensor(rows, device=device)
             vocabularies = [FIRST_WORDS, SECOND_WORDS]
         else:
             vocabularies = [labels]
