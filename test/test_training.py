@@ -249,6 +249,8 @@ def test_evaluation_summary_separates_objects_and_confidence() -> None:
     assert summary['object_error_le_1_5_cm'] == 0.5
     assert summary['correct_plans_confident'] == 0.5  # 0.7 and 0.5; home not counted
     assert summary['wrong_plans_confident'] == 1.0
+    # Usable (right, object within 1.5 cm): only the 0.7; it outranks 0.5 and 0.65.
+    assert summary['confidence_auc'] == 1.0
     assert summary['right_plans_not_grounded'] == 0.0
 
     # Absent objects: the model's `none` apart from a box that grounding found empty.
@@ -262,3 +264,5 @@ def test_evaluation_summary_separates_objects_and_confidence() -> None:
     assert summary['none_accuracy'] == round(1 / 3, 4)
     assert summary['absent_not_found'] == round(2 / 3, 4)
     assert summary['right_plans_not_grounded'] == round(1 / 3, 4)  # right, boxed, present
+    # 0.7 against 0.5, 0.65, 0.7, 0.7, 0.8: two wins, two ties, one loss.
+    assert summary['confidence_auc'] == 0.6

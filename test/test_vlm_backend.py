@@ -247,11 +247,16 @@ def test_ordered_corners_masks_far_corners_below_near_ones() -> None:
     assert not masked[:, :10].any()  # other tokens are the grammar's business
 
 
-def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.parametrize('tolerance', [LOC_TOLERANCE_PX, 2.5])
+def test_token_probabilities_are_the_models_own(
+    tmp_path_factory: pytest.TempPathFactory, tolerance: float
+) -> None:
     """Recompute each generated token's probability with a separate forward pass."""
     import torch
 
-    backend = TransformersBackend(tiny_model(tmp_path_factory, 'paligemma'), constrained=False)
+    backend = TransformersBackend(
+        tiny_model(tmp_path_factory, 'paligemma'), constrained=False, loc_tolerance_px=tolerance
+    )
     image = synthetic_frame(5).color
     prompt = backend.card.prompt('pick the red cube')
     generation = backend.generate(image, prompt, 30.0)
@@ -268,8 +273,9 @@ def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPat
         logits = backend.model(**full).logits[0]
     probs = torch.softmax(logits[prompt_len - 1 : -1].float(), dim=-1)
     expected = probs[torch.arange(ids.shape[1]), ids[0]].tolist()
-    # A loc token's probability is the mass of the loc tokens within LOC_TOLERANCE_PX camera
-    # pixels of it: rows (y0, y1) and columns (x0, x1) of this uncropped frame in turn.
+    # A loc token's probability is the mass of the loc tokens within the backend's
+    # loc_tolerance_px camera pixels of it: rows (y0, y1) and columns (x0, x1) of this
+    # uncropped frame in turn.
     assert backend.card.image_crop is None
     height, width = image.shape[:2]
     tokenizer = backend.tokenizer
@@ -280,7 +286,7 @@ def test_token_probabilities_are_the_models_own(tmp_path_factory: pytest.TempPat
         if token in loc_of:
             size = height if run % 2 else width
             near = [i for i, v in loc_of.items()
-                    if size / LOC_GRID * abs(v - loc_of[token]) <= LOC_TOLERANCE_PX]  # fmt: skip
+                    if size / LOC_GRID * abs(v - loc_of[token]) <= tolerance]  # fmt: skip
             expected[t] = float(probs[t, near].sum())
     assert any(token in loc_of for token in ids[0].tolist())  # the loc rule was exercised
     assert generation.token_probs == pytest.approx(expected, abs=1e-4)
@@ -341,6 +347,9 @@ def test_load_failures_are_clear_backend_errors(
     good = tiny_model(tmp_path_factory, 'paligemma')
     with pytest.raises(BackendError, match='dtype'):
         TransformersBackend(good, dtype='int4')
+    for tolerance in (0.0, -1.0, float('nan'), float('inf')):
+        with pytest.raises(BackendError, match='loc_tolerance_px'):
+            TransformersBackend(good, loc_tolerance_px=tolerance)
     # A prompt without the model's image token fails at warm-up, not at the first instruction.
     broken = tmp_path / 'no-image-token'
     shutil.copytree(tiny_model(tmp_path_factory, 'idefics3'), broken)

@@ -51,7 +51,13 @@ from robostral_agent.vlm.agent import (
     screen,
 )
 from robostral_agent.vlm.annotate import annotate
-from robostral_agent.vlm.backend import DEVICES, DTYPES, BackendError, TransformersBackend
+from robostral_agent.vlm.backend import (
+    DEVICES,
+    DTYPES,
+    LOC_TOLERANCE_PX,
+    BackendError,
+    TransformersBackend,
+)
 from robostral_agent.vlm.frames import Frame
 from robostral_agent.vlm.grounding import GroundingConfig
 
@@ -73,6 +79,7 @@ class AgentNodeConfig:
     trust_remote_code: bool = False
     constrained_decoding: str = 'auto'
     torch_threads: int = 1
+    loc_tolerance_px: float = LOC_TOLERANCE_PX
     camera_pose: tuple[float, ...] = tuple(reference_camera().pose7)
     base_frame: str = BASE_FRAME
     max_frame_skew_ms: float = 50.0
@@ -150,6 +157,10 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'trust_remote_code': ('allow Python code shipped in the model directory (unsafe)', {}),
     'constrained_decoding': ('auto (as robostral.yaml says), on or off', {}),
     'torch_threads': ('CPU threads for torch; 0: torch default (all cores)', _ints(0, 256)),
+    'loc_tolerance_px': (
+        'camera pixels a box edge may be off and still land on the object (confidence)',
+        _floats(0.1, 1000.0),
+    ),
     'camera_pose': ('[x, y, z, qx, qy, qz, qw] of the camera optical frame in base_frame', {}),
     'base_frame': ('frame of every target', {}),
     'max_frame_skew_ms': ('max stamp difference of a colour/depth pair', _floats(0.0, 1000.0)),
@@ -306,6 +317,7 @@ class AgentNode(LifecycleNode):
                 trust_remote_code=cfg.trust_remote_code,
                 constrained=constrained,
                 threads=cfg.torch_threads,
+                loc_tolerance_px=cfg.loc_tolerance_px,
             )
         except BackendError as exc:
             return self._configure_failed(f'cannot load the model: {exc}')

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
 from robostral_agent import cell, paths
 from robostral_agent.contract import Instruction, Stamp
@@ -143,6 +144,19 @@ def score(case: Case, outcome: Outcome, view: datamod.View, cfg: GroundingConfig
     return record
 
 
+def good_target(record: dict) -> bool:
+    """A right plan whose object target lies within 1.5 cm of the truth."""
+    return bool(record['correct_plan'] and record['errors_m'] and record['errors_m'][0] <= 0.015)
+
+
+def auc(positives: list[float], negatives: list[float]) -> float | None:
+    """Area under the ROC curve of a score: P(positive > negative), ties counting half."""
+    if not positives or not negatives:
+        return None
+    u = mannwhitneyu(positives, negatives).statistic  # pairs won, ties counting half
+    return round(float(u) / (len(positives) * len(negatives)), 4)
+
+
 def make_cases(scenes: int, seed: int) -> list[tuple[Any, list[Case]]]:
     rng = random.Random(seed)
     out = []
@@ -176,6 +190,7 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
 
     # Plans with a model-read box (home is certain): does the confidence tell right from wrong?
     read = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']
+    usable = [good_target(r) for r in read]
 
     ious = [v for r in records for v in r['ious']]
     errors = [v for r in records for v in r['errors_m']]
@@ -211,6 +226,13 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         'object_error_le_1_5_cm': share(object_errors, 0.015, above=False),
         'correct_plans_confident': confident([r for r in read if r['correct_plan']]),
         'wrong_plans_confident': confident([r for r in read if not r['correct_plan']]),
+        # How well the confidence ranks a usable plan (right words, object within 1.5 cm)
+        # above the rest: the chance that a random usable plan scores higher (0.5: no better
+        # than a coin).
+        'confidence_auc': auc(
+            [r['confidence'] for r, ok in zip(read, usable, strict=True) if ok],
+            [r['confidence'] for r, ok in zip(read, usable, strict=True) if not ok],
+        ),
         # Wrong plans by what they got wrong (error_kind), most frequent first.
         'wrong_plans_by_kind': dict(
             Counter(r['error'] for r in records if r.get('error')).most_common()
@@ -278,7 +300,8 @@ def print_table(report: dict[str, Any]) -> None:
             'box_iou_ge_0_5', 'target_error_median_m', 'object_iou_ge_0_5',
             'object_error_median_m', 'object_error_le_1_5_cm', 'right_plans_not_grounded',
             'none_accuracy', 'absent_not_found',
-            'correct_plans_confident', 'wrong_plans_confident', 'latency_p50_ms',
+            'correct_plans_confident', 'wrong_plans_confident', 'confidence_auc',
+            'latency_p50_ms',
             'latency_p95_ms']  # fmt: skip
     for mode in ('constrained', 'unconstrained'):
         print(f'\n{mode} decoding')
