@@ -227,12 +227,33 @@ def test_the_depth_corrects_a_box_that_is_off(shape: str, xy: tuple[float, float
     # measured: ball 1.2 / 21.6 mm, cube 3.6 / 19.2 mm, cylinder 2.2 / 30.2 mm
     assert np.linalg.norm(np.subtract(refined.target.position, centre)) < 5 * MM
     assert np.linalg.norm(np.subtract(plain.target.position, centre)) > 15 * MM
-    # Without the margin the box cuts the object's top, and its centre comes out worse.
+    # Without the margin and the reach the box cuts the object's top, and its centre comes
+    # out worse.
     tight = ground('pick', f'red {shape}', box, scene.image(), K,
-                   replace(CONFIG, foreground_margin=0.0))  # fmt: skip
+                   replace(CONFIG, foreground_margin=0.0, foreground_reach=0.0))  # fmt: skip
     assert np.linalg.norm(np.subtract(tight.target.position, centre)) > np.linalg.norm(
         np.subtract(refined.target.position, centre)
     )
+
+
+@pytest.mark.parametrize(('shape', 'xy'), SHAPES_AT)
+def test_the_object_is_followed_beyond_a_box_on_its_edge(
+    shape: str, xy: tuple[float, float]
+) -> None:
+    """A box beside the object (shifted by its whole width), whose grown margin holds only
+    the object's edge: the object's group is followed out of the box (foreground_reach), so
+    its whole top gives the centre; without the reach only the sliver in the margin does."""
+    scene = Scene()
+    centre = _place(scene, shape, xy, 1)
+    x0, y0, x1, y1 = scene.box_of(1)
+    shift = x1 - x0
+    box = (x0 + shift, y0, x1 + shift, y1)
+    reached = ground('pick', f'red {shape}', box, scene.image(), K, CONFIG)
+    clipped = ground('pick', f'red {shape}', box, scene.image(), K,
+                     replace(CONFIG, foreground_reach=0.0))  # fmt: skip
+    # measured: ball 1.2 / 12.5 mm, cube 0.6 / 16.5 mm, cylinder 1.2 / 13.3 mm
+    assert np.linalg.norm(np.subtract(reached.target.position, centre)) < 3 * MM
+    assert np.linalg.norm(np.subtract(clipped.target.position, centre)) > 10 * MM
 
 
 def test_the_object_under_the_box_centre_wins_over_a_neighbour() -> None:

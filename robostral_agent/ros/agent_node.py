@@ -99,6 +99,7 @@ class AgentNodeConfig:
     foreground_height_m: float = 0.008
     top_band_m: float = 0.004
     foreground_margin: float = 0.25
+    foreground_reach: float = 1.0
     min_object_pixels: int = 10
     place_height_m: float = 0.10
     inspect_height_m: float = 0.15
@@ -123,6 +124,7 @@ class AgentNodeConfig:
             foreground_height_m=self.foreground_height_m,
             top_band_m=self.top_band_m,
             foreground_margin=self.foreground_margin,
+            foreground_reach=self.foreground_reach,
             min_object_pixels=self.min_object_pixels,
             place_height_m=self.place_height_m,
             inspect_height_m=self.inspect_height_m,
@@ -180,6 +182,10 @@ PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
     'foreground_height_m': ('a point this high above the table is an object', _floats(0.001, 1.0)),
     'top_band_m': ('points this close to its top give an object centre', _floats(0.0005, 0.5)),
     'foreground_margin': ('box growth per side for that search, of its size', _floats(0.0, 2.0)),
+    'foreground_reach': (
+        'how far past the grown box (box sizes per side) the object found is followed',
+        _floats(0.0, 4.0),
+    ),
     'min_object_pixels': ('smaller groups of such points are depth noise', _ints(1, 100000)),
     'place_height_m': ('place target height above the table', _floats(0.0, 2.0)),
     'inspect_height_m': ('inspect target height above the object', _floats(0.0, 2.0)),

@@ -25,8 +25,10 @@ The chain, each link a reason code when it breaks:
    ``foreground_margin`` of its size on each side (a box a few pixels off cuts the object),
    is deprojected; those standing at least ``foreground_height_m`` above the table form
    8-connected groups of at least ``min_object_pixels`` (fewer is depth noise); the group
-   with the most pixels in the box's central region (with none there, the largest) is the
-   object. Its top (the 95th percentile of its heights) and the points
+   with the most pixels in the box's central region (with none there, the most in the grown
+   box) is the object. Groups are formed in a window ``foreground_reach`` box sizes wider
+   on each side, so that the object's group is whole even where the box holds only part of
+   it. Its top (the 95th percentile of its heights) and the points
    within ``top_band_m`` of it give the centre: across, their mean (the top of an upright
    cube, cylinder or ball lies over its centre, wherever the camera sees it from); up, the
    top less half the shape's height. A model's box is often loose or a few pixels off; the
@@ -91,6 +93,7 @@ class GroundingConfig:
     foreground_height_m: float = 0.008
     top_band_m: float = 0.004
     foreground_margin: float = 0.25
+    foreground_reach: float = 1.0
     min_object_pixels: int = 10
 
     def __post_init__(self) -> None:
@@ -107,6 +110,8 @@ class GroundingConfig:
             raise GeometryError('foreground_height_m and top_band_m must be positive')
         if not 0.0 <= self.foreground_margin <= 2.0:
             raise GeometryError('foreground_margin must be in [0, 2]')
+        if not 0.0 <= self.foreground_reach <= 4.0:
+            raise GeometryError('foreground_reach must be in [0, 4]')
         if self.min_object_pixels < 1:
             raise GeometryError('min_object_pixels must be at least 1')
 
@@ -197,7 +202,8 @@ def foreground(
     """The object's own pixels in the box (module docstring, step 5): their mean pixel and
     their points in the base frame ``(n, 3)``; None when no pixel of the box stands above
     the table."""
-    r0, r1, c0, c1 = pixel_window(bbox, 1.0 + 2.0 * config.foreground_margin, depth.shape)
+    grown = 1.0 + 2.0 * config.foreground_margin
+    r0, r1, c0, c1 = pixel_window(bbox, grown + 2.0 * config.foreground_reach, depth.shape)
     region = depth[r0 : r1 + 1, c0 : c1 + 1].astype(np.float64)
     valid = valid_depth(region, config)
     if not valid.any():
@@ -213,12 +219,18 @@ def foreground(
     groups, count = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     sizes = np.bincount(groups.ravel(), minlength=count + 1)[1:]
     big = sizes >= config.min_object_pixels
-    if not big.any():
+
+    def inside(fraction: float) -> np.ndarray:
+        """Pixels of each group (big ones only) in the box's central ``fraction``."""
+        wr0, wr1, wc0, wc1 = pixel_window(bbox, fraction, depth.shape)
+        window = groups[wr0 - r0 : wr1 - r0 + 1, wc0 - c0 : wc1 - c0 + 1]
+        return np.bincount(window.ravel(), minlength=count + 1)[1:] * big
+
+    in_box = inside(grown)
+    if not in_box.any():
         return None
-    cr0, cr1, cc0, cc1 = pixel_window(bbox, config.center_fraction, depth.shape)
-    central = groups[cr0 - r0 : cr1 - r0 + 1, cc0 - c0 : cc1 - c0 + 1]
-    in_centre = np.bincount(central.ravel(), minlength=count + 1)[1:] * big
-    best = 1 + int(np.argmax(in_centre if in_centre.any() else sizes * big))
+    in_centre = inside(config.center_fraction)
+    best = 1 + int(np.argmax(in_centre if in_centre.any() else in_box))
     mine = groups[rows, cols] == best  # the valid pixels' order, as ``points``
     pixel = (float(cols[mine].mean() + c0), float(rows[mine].mean() + r0))
     return pixel, points[mine]
