@@ -46,6 +46,10 @@ def test_plans_on_fresh_scenes_reach_the_floors() -> None:
     report, records = evaluate.evaluate(MODEL, scenes=20, seed=7, threads=1, progress=False)
     constrained = report['constrained']['all']
     assert constrained['parse_rate'] == 1.0  # the grammar makes every answer parse
+    pairs = [
+        report['constrained'][split]['instructions'] for split in ('seen_combo', 'heldout_combo')
+    ]
+    assert sum(pairs) == constrained['instructions'] and all(pairs)
     for key, floor in FLOORS.items():
         assert constrained[key] >= floor, (key, constrained)
     assert constrained['target_error_median_m'] <= MAX_MEDIAN_ERROR_M, constrained

@@ -280,7 +280,8 @@ def evaluate(model_dir: Path, scenes: int, seed: int, threads: int, progress: bo
 def make_report(
     records: dict[str, list[dict]], model: str, scenes: int, seed: int, min_confidence: float
 ) -> dict[str, Any]:
-    """The summary of every decoding mode's records, per phrasing split."""
+    """The summary of every decoding mode's records: all, per phrasing split, and apart
+    those that name a colour-shape pair training saw or one it never saw."""
     report: dict[str, Any] = {
         'model': model, 'scenes': scenes, 'seed': seed, 'min_confidence': min_confidence,
     }  # fmt: skip
@@ -289,6 +290,7 @@ def make_report(
             'all': rows,
             'seen_phrasing': [r for r in rows if r['phrasing'] == 'seen'],
             'heldout_phrasing': [r for r in rows if r['phrasing'] == 'heldout'],
+            'seen_combo': [r for r in rows if not r['heldout_combo']],
             'heldout_combo': [r for r in rows if r['heldout_combo']],
         }
         report[mode] = {name: summarise(part, min_confidence) for name, part in splits.items()}
@@ -305,7 +307,7 @@ def print_table(report: dict[str, Any]) -> None:
             'latency_p95_ms']  # fmt: skip
     for mode in ('constrained', 'unconstrained'):
         print(f'\n{mode} decoding')
-        splits = ['all', 'seen_phrasing', 'heldout_phrasing', 'heldout_combo']
+        splits = ['all', 'seen_phrasing', 'heldout_phrasing', 'seen_combo', 'heldout_combo']
         print(f'{"metric":24}' + ''.join(f'{s:>18}' for s in splits))
         for key in keys:
             cells = [report[mode][s].get(key) for s in splits]
