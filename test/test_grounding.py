@@ -312,6 +312,8 @@ def test_a_wrong_table_z_errs_on_the_safe_side() -> None:
         {'foreground_height_m': 0.0},
         {'top_band_m': -0.001},
         {'foreground_margin': 3.0},
+        {'foreground_reach': -0.5},
+        {'foreground_reach': 5.0},
         {'min_object_pixels': 0},
     ],
 )
