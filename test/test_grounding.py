@@ -19,7 +19,14 @@ import pytest
 from robostral_agent.cell import BIN_CENTERS, reference_camera
 from robostral_agent.geometry import CameraIntrinsics, GeometryError
 from robostral_agent.vlm import grounding
-from robostral_agent.vlm.grounding import GroundingConfig, GroundingError, ground, locate
+from robostral_agent.vlm.grounding import (
+    GroundingConfig,
+    GroundingError,
+    box_to_pixels,
+    ground,
+    locate,
+    pixel_window,
+)
 
 CAMERA = reference_camera()
 K = CAMERA.intrinsics
@@ -254,6 +261,26 @@ def test_the_object_is_followed_beyond_a_box_on_its_edge(
     # measured: ball 1.2 / 12.5 mm, cube 0.6 / 16.5 mm, cylinder 1.2 / 13.3 mm
     assert np.linalg.norm(np.subtract(reached.target.position, centre)) < 3 * MM
     assert np.linalg.norm(np.subtract(clipped.target.position, centre)) > 10 * MM
+
+
+def test_an_edge_in_the_margin_does_not_make_a_box_on_bare_table_an_object() -> None:
+    """The reach moves the centre found, never whether an object is found: a box on bare
+    table whose grown margin holds a corner of an object (a few pixels, under
+    min_object_pixels) stays NO_OBJECT, as it was without the reach."""
+    scene = Scene()
+    centre = _place(scene, 'cube', (0.45, 0.12), 1)
+    x0, y0, x1, y1 = scene.box_of(1)
+    shift = 1.14  # of the box's size, down and across
+    box = (x0 + shift * (x1 - x0), y0 + shift * (y1 - y0), x1 + shift * (x1 - x0),
+           y1 + shift * (y1 - y0))  # fmt: skip
+    height, width = scene.depth.shape
+    r0, r1, c0, c1 = pixel_window(box_to_pixels(box, width, height), 1.5, scene.depth.shape)
+    assert 0 < (scene.ids[r0 : r1 + 1, c0 : c1 + 1] == 1).sum() < CONFIG.min_object_pixels
+    with pytest.raises(GroundingError, match='NO_OBJECT'):
+        ground('pick', 'red cube', box, scene.image(), K, CONFIG)
+    # Counted (one pixel is enough), the corner is followed to the whole object's centre.
+    pick = ground('pick', 'red cube', box, scene.image(), K, replace(CONFIG, min_object_pixels=1))
+    assert np.linalg.norm(np.subtract(pick.target.position, centre)) < 3 * MM
 
 
 def test_the_object_under_the_box_centre_wins_over_a_neighbour() -> None:

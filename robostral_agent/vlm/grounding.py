@@ -24,15 +24,17 @@ The chain, each link a reason code when it breaks:
    in it the object is, replacing steps 3 to 5: every valid pixel of the box, grown by
    ``foreground_margin`` of its size on each side (a box a few pixels off cuts the object),
    is deprojected; those standing at least ``foreground_height_m`` above the table form
-   8-connected groups of at least ``min_object_pixels`` (fewer is depth noise); the group
-   with the most pixels in the box's central region (with none there, the most in the grown
-   box) is the object. Groups are formed in a window ``foreground_reach`` box sizes wider
-   on each side, so that the object's group is whole even where the box holds only part of
-   it. Its top (the 95th percentile of its heights) and the points
-   within ``top_band_m`` of it give the centre: across, their mean (the top of an upright
-   cube, cylinder or ball lies over its centre, wherever the camera sees it from); up, the
-   top less half the shape's height. A model's box is often loose or a few pixels off; the
-   depth is not. No such group: nothing stands in the box, the model's box is on bare table
+   8-connected groups; a group with ``min_object_pixels`` or more inside the grown box
+   counts (fewer is depth noise, or a neighbour's edge in the margin), and the one with the
+   most pixels in the box's central region (with none there, the most in the grown box) is
+   the object. Groups are formed in a window ``foreground_reach`` box sizes wider on each
+   side, so that the object's group is whole even where the box holds only part of it: the
+   reach moves the centre found, never whether an object is found. Its top (the 95th
+   percentile of its heights) and the points within ``top_band_m`` of it give the centre:
+   across, their mean (the top of an upright cube, cylinder or ball lies over its centre,
+   wherever the camera sees it from); up, the top less half the shape's height. A model's
+   box is often loose or a few pixels off; the depth is not. No such group: nothing stands
+   in the box, the model's box is on bare table
    -> ``NO_OBJECT`` (no proposal; grasping at the table would only miss).
 6. Target per task (the team's motion model): ``pick`` at the object's centre; ``place``
    above the grounded point at ``place_height_m`` over the table; ``inspect``
@@ -217,19 +219,21 @@ def foreground(
     above = np.zeros_like(valid)
     above[rows, cols] = standing
     groups, count = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(groups.ravel(), minlength=count + 1)[1:]
-    big = sizes >= config.min_object_pixels
 
     def inside(fraction: float) -> np.ndarray:
-        """Pixels of each group (big ones only) in the box's central ``fraction``."""
+        """Pixels of each group in the box's central ``fraction``."""
         wr0, wr1, wc0, wc1 = pixel_window(bbox, fraction, depth.shape)
         window = groups[wr0 - r0 : wr1 - r0 + 1, wc0 - c0 : wc1 - c0 + 1]
-        return np.bincount(window.ravel(), minlength=count + 1)[1:] * big
+        return np.bincount(window.ravel(), minlength=count + 1)[1:]
 
+    # A group counts when at least min_object_pixels of it lie in the grown box (fewer is
+    # depth noise, or a neighbour's edge in the margin rather than what the model pointed
+    # at): the reach changes where the object's centre is found, never whether one is.
     in_box = inside(grown)
+    in_box = in_box * (in_box >= config.min_object_pixels)
     if not in_box.any():
         return None
-    in_centre = inside(config.center_fraction)
+    in_centre = inside(config.center_fraction) * (in_box > 0)
     best = 1 + int(np.argmax(in_centre if in_centre.any() else in_box))
     mine = groups[rows, cols] == best  # the valid pixels' order, as ``points``
     pixel = (float(cols[mine].mean() + c0), float(rows[mine].mean() + r0))
