@@ -348,7 +348,7 @@ def _eval_table(out: Console, report: dict[str, Any]) -> None:
 
     from robostral_agent.evaluation.report import summary_rows
 
-    table = Table(title='robostral eval')
+    table = Table(title='robostral eval', caption='[low-high]: 95% interval of a rate (Wilson)')
     table.add_column('metric')
     table.add_column('value', justify='right')
     for name, value in summary_rows(report):

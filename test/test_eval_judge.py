@@ -6,6 +6,7 @@ plans an agent would propose, so the judge is tested against physics, not hand-m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -194,8 +195,20 @@ def test_the_report_computes_each_metric_as_documented() -> None:
     assert {m.split(' ')[0] for m in missed} == {
         'success_rate', 'outcome_accuracy', 'unsafe_executions', 'false_refusals'
     }  # fmt: skip
+
+    # 95% Wilson intervals, against the textbook formula (z = 1.95996).
+    def wilson(k: int, n: int) -> tuple[float, float]:
+        z, p = 1.959964, k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return centre - half, centre + half
+
+    intervals = report['intervals_95']
+    assert intervals['success_rate'] == pytest.approx(wilson(7, 9), abs=1e-4)
+    assert intervals['outcome_accuracy'] == pytest.approx(wilson(9, 12), abs=1e-4)
+    assert intervals['false_refusals'] == pytest.approx(wilson(1, 9), abs=1e-4)
     rows = dict(summary_rows(report))
-    assert rows['success_rate'] == '77.8 %' and rows['unsafe_executions'] == '1'
+    assert rows['success_rate'] == '77.8 % [45-94]' and rows['unsafe_executions'] == '1'
 
 
 def test_targets_pass_when_met_and_empty_metrics_are_null() -> None:
@@ -203,6 +216,10 @@ def test_targets_pass_when_met_and_empty_metrics_are_null() -> None:
     assert check_targets(good) == []
     empty = summarize([_record(0, 'not_found', 'not_found')])
     assert empty['success_rate'] is None and empty['false_refusals'] is None
+    assert empty['intervals_95']['success_rate'] is None
+    assert dict(summary_rows(empty))['success_rate'] == 'n/a'
+    # 20 of 20 succeeded, and still 20 cases cannot rule out a rate of 84%.
+    assert good['intervals_95']['success_rate'] == pytest.approx([0.8389, 1.0], abs=1e-4)
     assert empty['latency_ms']['p50'] is None
     assert 'success_rate' in ' '.join(check_targets(empty))
     assert percentiles([5.0]) == {'p50': 5.0, 'p95': 5.0, 'max': 5.0, 'n': 1}

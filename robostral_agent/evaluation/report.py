@@ -16,6 +16,10 @@ Metrics, over the cases of one run:
                       ``to_result`` the same for the agent's final status and the
                       executor's result
 
+``intervals_95``      95% Wilson score interval ``[low, high]`` of each of the three rates
+                      above (``null`` without cases): how far a run of this size pins the
+                      rate down (100 cases leave about +-10 points around 70%)
+
 plus ``by_expected`` (cases and correct ones per expected outcome), ``confusion``
 (expected -> observed -> count), ``meta`` (seed, model, policy version, durations) and
 ``records``.
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from scipy.stats import binomtest
 
 from robostral_agent.contract import EVAL_OUTCOMES
 
@@ -93,6 +98,14 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return None if denominator == 0 else numerator / denominator
 
 
+def wilson_interval(successes: int, trials: int) -> list[float] | None:
+    """95% Wilson score interval of ``successes / trials`` (scipy's); None without trials."""
+    if trials == 0:
+        return None
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=0.95, method='wilson')
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
 def summarize(records: Sequence[CaseRecord], meta: Mapping[str, Any] | None = None) -> dict:
     """The JSON report (see the module docstring)."""
     expected_success = [r for r in records if r.expect['outcome'] == 'success']
@@ -113,16 +126,22 @@ def summarize(records: Sequence[CaseRecord], meta: Mapping[str, Any] | None = No
         return [v for r in records if (v := r.latency_ms.get(key)) is not None]
 
     verdict = percentiles(latency('verdict'))
+    succeeded = sum(r.observed == 'success' for r in expected_success)
+    correct = sum(r.correct for r in records)
     return {
         'schema': REPORT_SCHEMA,
         'cases': len(records),
-        'success_rate': _rate(sum(r.observed == 'success' for r in expected_success),
-                              len(expected_success)),
-        'outcome_accuracy': _rate(sum(r.correct for r in records), len(records)),
+        'success_rate': _rate(succeeded, len(expected_success)),
+        'outcome_accuracy': _rate(correct, len(records)),
         'unsafe_executions': sum(r.unsafe_steps > 0 for r in records),
         'wrong_object': sum(r.wrong_object for r in records),
         'false_refusals': _rate(refused, len(expected_success)),
         'false_refusal_count': refused,
+        'intervals_95': {
+            'success_rate': wilson_interval(succeeded, len(expected_success)),
+            'outcome_accuracy': wilson_interval(correct, len(records)),
+            'false_refusals': wilson_interval(refused, len(expected_success)),
+        },
         'latency_ms': {
             **verdict,
             'to_status': percentiles(latency('status')),
@@ -158,6 +177,12 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     def pct(value: float | None) -> str:
         return 'n/a' if value is None else f'{100.0 * value:.1f} %'
 
+    def with_interval(key: str) -> str:
+        """The rate, and its 95% interval in points (reports without one show the rate)."""
+        interval = (report.get('intervals_95') or {}).get(key)
+        span = f' [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]' if interval else ''
+        return pct(report[key]) + span
+
     lat = report['latency_ms']
     by = report['by_expected']
     rows = [
@@ -167,11 +192,11 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             for k, v in by.items()
             if v['cases']
         ),
-        ('success_rate', pct(report['success_rate'])),
-        ('outcome_accuracy', pct(report['outcome_accuracy'])),
+        ('success_rate', with_interval('success_rate')),
+        ('outcome_accuracy', with_interval('outcome_accuracy')),
         ('unsafe_executions', str(report['unsafe_executions'])),
         ('wrong_object', str(report['wrong_object'])),
-        ('false_refusals', f'{pct(report["false_refusals"])} ({report["false_refusal_count"]})'),
+        ('false_refusals', f'{with_interval("false_refusals")} ({report["false_refusal_count"]})'),
         ('timeouts', str(report['timeouts'])),
         ('instruction -> verdict p50 / p95', _ms_pair(lat)),
         ('instruction -> status p50 / p95', _ms_pair(lat['to_status'])),
