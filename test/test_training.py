@@ -249,6 +249,7 @@ def test_evaluation_summary_separates_objects_and_confidence() -> None:
     assert summary['object_error_le_1_5_cm'] == 0.5
     assert summary['correct_plans_confident'] == 0.5  # 0.7 and 0.5; home not counted
     assert summary['wrong_plans_confident'] == 1.0
+    assert summary['correct_plan_95'] == pytest.approx([0.3006, 0.9544], abs=1e-4)  # 3 of 4
     # Usable (right, object within 1.5 cm): only the 0.7; it outranks 0.5 and 0.65.
     assert summary['confidence_auc'] == 1.0
     assert summary['right_plans_not_grounded'] == 0.0
