@@ -191,7 +191,6 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
 
     # Plans with a model-read box (home is certain): does the confidence tell right from wrong?
     read = [r for r in records if r['confidence'] is not None and r['kind'] != 'home']
-    usable = [good_target(r) for r in read]
 
     ious = [v for r in records for v in r['ious']]
     errors = [v for r in records for v in r['errors_m']]
@@ -234,8 +233,8 @@ def summarise(records: list[dict], min_confidence: float) -> dict[str, Any]:
         # above the rest: the chance that a random usable plan scores higher (0.5: no better
         # than a coin).
         'confidence_auc': auc(
-            [r['confidence'] for r, ok in zip(read, usable, strict=True) if ok],
-            [r['confidence'] for r, ok in zip(read, usable, strict=True) if not ok],
+            [r['confidence'] for r in read if good_target(r)],
+            [r['confidence'] for r in read if not good_target(r)],
         ),
         # Wrong plans by what they got wrong (error_kind), most frequent first.
         'wrong_plans_by_kind': dict(

@@ -202,8 +202,8 @@ def foreground(
     config: GroundingConfig,
 ) -> tuple[tuple[float, float], np.ndarray] | None:
     """The object's own pixels in the box (module docstring, step 5): their mean pixel and
-    their points in the base frame ``(n, 3)``; None when no pixel of the box stands above
-    the table."""
+    their points in the base frame ``(n, 3)``; None when no group of ``min_object_pixels``
+    standing above the table lies in the grown box."""
     grown = 1.0 + 2.0 * config.foreground_margin
     r0, r1, c0, c1 = pixel_window(bbox, grown + 2.0 * config.foreground_reach, depth.shape)
     region = depth[r0 : r1 + 1, c0 : c1 + 1].astype(np.float64)
