@@ -276,6 +276,15 @@ def test_stop_words_trip_the_estop_without_the_model(
     assert cell.node._agent.backend.calls == calls
 
 
+def test_confidence_and_grounding_parameters_reach_the_core(
+    cell_factory: Callable[..., Cell], planning_model: tuple[Path, int]
+) -> None:
+    cell = cell_factory(planning_model[0], loc_tolerance_px=3.5, foreground_reach=0.5)
+    cell.wait_ready()
+    assert cell.node._agent.backend.loc_tolerance_px == 3.5
+    assert cell.node._agent.config.grounding.foreground_reach == 0.5
+
+
 @pytest.mark.parametrize('autostart', [True, False], ids=['autostart', 'lifecycle-manager'])
 def test_stop_is_not_held_up_by_a_model_that_is_loading(
     ros_context: object, namespace: str, planning_model: tuple[Path, int],
