@@ -4,22 +4,31 @@ parts (script, contact sheet, summary) are checked without ROS."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from test_launcher import processes_matching
 
-from robostral_agent import demo
+from robostral_agent import cell, demo
+from robostral_agent.contract import Instruction, Stamp
 from robostral_agent.evaluation.cases import ZONE_MARGIN_M, near_zone
-from robostral_agent.paths import config_file
+from robostral_agent.paths import config_file, models_dir
 from robostral_agent.safety.audit import verify_file
 from robostral_agent.safety.policy import load_policy
+from robostral_agent.sim import WorkCell
 from robostral_agent.sim.scene import validate_scene
+from robostral_agent.training import data as datamod
 from robostral_agent.training.language import HELDOUT_COMBOS
+from robostral_agent.vlm.agent import Agent, AgentConfig
+from robostral_agent.vlm.backend import TransformersBackend
+from robostral_agent.vlm.frames import Frame
+from robostral_agent.vlm.grounding import GroundingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = load_policy(config_file('safety_policy.yaml')).policy
@@ -75,6 +84,55 @@ def test_the_contact_sheet_has_a_tile_per_step_coloured_by_outcome() -> None:
         demo.contact_sheet([])
 
 
+# The answer each scripted instruction needs from the model (its words, boxes left out).
+DEMO_ANSWERS = {
+    'pick_place': 'pick red cube ; place left bin',
+    'absent': 'none',
+    'keepout': 'pick blue cylinder',  # a plan: the supervisor, not the model, must refuse it
+    'approval': 'move_to blue ball',
+    'stop': 'pick yellow cube ; place right bin',  # a plan to be running when "stop" comes
+    'final': 'pick blue ball ; place right bin',
+}
+# Image shifts (pixels, right and down) of about the camera jitter the model was trained with
+# (+-6 mm position, +-12 mm look-at: a few pixels in this camera).
+JITTER_PX = ((0, 0), (0, 3), (0, -3), (4, 0), (-4, 0), (2, 2), (-2, -2))
+
+
+def shifted(rgb: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(rgb, move, rgb.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.mark.slow
+def test_the_demo_scenes_do_not_hang_on_one_pixel_pattern() -> None:
+    """The embedded model answers every scripted instruction right on the demo's scenes, and
+    still does with the frame shifted by a few pixels: the scenes were chosen so (the first
+    one had the red cube at y 0.12 m, where the model answered `none` on the exact frame and
+    right on every shifted one), so that the demo shows the loop rather than a coin toss on
+    one renderer's pixels. A model that needs other scenes fails here first."""
+    model_steps = [step for step in demo.SCRIPT if step.instruction]
+    assert sorted(DEMO_ANSWERS) == sorted(step.key for step in model_steps)
+    grounding = GroundingConfig(camera_pose=tuple(cell.reference_camera().pose7))
+    backend = TransformersBackend(models_dir() / 'robostral-tiny', device='cpu', threads=1)
+    agent = Agent(backend, AgentConfig(grounding=grounding, max_frame_age_s=1e9))
+    rng = np.random.default_rng(0)
+    wrong = []
+    with WorkCell() as wc:
+        for step in model_steps:
+            view = datamod.render_view(wc, step.scene, rng, datamod.NO_RANDOMIZATION)
+            for dx, dy in JITTER_PX:
+                rgb = shifted(view.rgb, dx, dy)
+                frame = Frame(rgb, view.depth, view.camera.intrinsics, Stamp(1, 0), 'camera')
+                instruction = Instruction('demo-test', step.instruction, 'demo-test')
+                outcome = agent.plan(instruction, lambda f=frame: f, Stamp(1, 0))
+                words = ' '.join(re.sub(r'<loc\d{4}>', ' ', outcome.text).split())
+                grounded = outcome.state == ('not_found' if words == 'none' else 'proposed')
+                if words != DEMO_ANSWERS[step.key] or not grounded:
+                    wrong.append((step.key, (dx, dy), outcome.text, outcome.detail))
+    agent.close()
+    assert wrong == []
+
+
 @pytest.mark.slow
 @pytest.mark.ros
 def test_robostral_demo_completes_and_writes_its_outputs(tmp_path: Path) -> None:
@@ -86,10 +144,10 @@ def test_robostral_demo_completes_and_writes_its_outputs(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=540, cwd=ROOT,
     )  # fmt: skip
     text = done.stdout + done.stderr
-    # The demo completes either way; whether every step goes as scripted is the embedded
-    # model's call (it does not reach the issue's accuracy targets: see its model card), and
-    # the demo must say so truthfully: exit 0 and DEMO PASSED exactly when every step passed.
-    assert done.returncode in (0, 1), text
+    # Every step goes as scripted on the shipped model and scenes (the test above says why
+    # the scenes are safe to expect that of), and the demo says so only when it is true:
+    # exit 0 and DEMO PASSED exactly when every step passed.
+    assert done.returncode == 0, text
     assert 'robostral demo' in done.stdout, text  # the results table
     assert processes_matching(f'__ns:={namespace}') == [], 'a node outlived the demo'
     summary = json.loads((output / 'summary.json').read_text())
