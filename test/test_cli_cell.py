@@ -64,36 +64,24 @@ def _load(cell: Cell, scene: object) -> None:
     cell.wait_frames_after(truth.stamp_ns, frames=5)
 
 
-def test_instruct_exit_code_follows_what_the_cell_did(cell: Cell) -> None:
-    """Exit 0 only when the plan was approved, executed and the cube is in the bin (ground
-    truth); otherwise the code of what stopped it, and nothing moved on a refusal. Which of
-    these happens is the embedded model's call (see its model card); the CLI's part is to
-    report it right."""
+def test_instruct_exits_0_when_the_cube_is_in_the_bin(cell: Cell) -> None:
+    """Exit 0 once the plan was approved, executed and the cube is in the bin (ground truth).
+    The demo's table scene is one the embedded model answers right (test_demo checks it
+    under a few pixels of jitter); every other exit code's mapping is test_cli_ops'."""
     _load(cell, SCENE_TABLE)
-    before = cell.client.get_truth().snapshot.executions
     done = robostral(cell, 'instruct', 'put the red cube in the left bin', '--operator',
                      'tester', '--json')  # fmt: skip
     out = done.stdout
     run = json.loads(out.strip().splitlines()[-1])
-    assert run['exit_code'] == done.returncode, out + done.stderr
+    assert done.returncode == EXIT_OK, out + done.stderr
+    assert run['exit_code'] == done.returncode
     assert run['instruction']['operator'] == 'tester'
+    assert 'agent: proposed' in out and '1. pick red cube' in out and 'confidence' in out
+    assert 'verdict: APPROVED' in out and 'execution: SUCCEEDED' in out
+    assert [s['task'] for s in run['plan']] == ['pick', 'place']
     snapshot = cell.client.get_truth().snapshot
     cube = snapshot.find('cube', 'red')
-    assert cube is not None
-    if done.returncode == EXIT_OK:
-        assert 'agent: proposed' in out and '1. pick red cube' in out and 'confidence' in out
-        assert 'verdict: APPROVED' in out and 'execution: SUCCEEDED' in out
-        assert [s['task'] for s in run['plan']] == ['pick', 'place']
-        assert object_in_bin(snapshot, cube, 'left')
-        return
-    assert not object_in_bin(snapshot, cube, 'left')
-    if done.returncode == EXIT_REJECTED:
-        assert re.search(r'verdict: REJECTED [A-Z_]+', out), out
-        assert snapshot.executions == before  # a refused plan never moves the arm
-    elif done.returncode == EXIT_NOT_FOUND:
-        assert 'agent: not_found' in out, out
-    else:
-        assert done.returncode == EXIT_FAILED and re.search(r'agent: error|FAILED', out), out
+    assert cube is not None and object_in_bin(snapshot, cube, 'left')
 
 
 def test_instruct_exits_4_for_an_absent_object_and_3_for_a_refused_plan(cell: Cell) -> None:
@@ -102,10 +90,11 @@ def test_instruct_exits_4_for_an_absent_object_and_3_for_a_refused_plan(cell: Ce
     assert done.returncode == EXIT_NOT_FOUND, done.stdout + done.stderr
     assert 'agent: not_found' in done.stdout
     _load(cell, SCENE_FIXTURE)
+    before = cell.client.get_truth().snapshot.executions  # counted over the simulator's life
     done = robostral(cell, 'instruct', 'pick up the blue cylinder')
     assert done.returncode == EXIT_REJECTED, done.stdout + done.stderr
     assert re.search(r'verdict: REJECTED .*(IN_KEEPOUT_ZONE|PATH_CROSSES_KEEPOUT)', done.stdout)
-    assert cell.client.get_truth().snapshot.executions == 0  # nothing ran since the load
+    assert cell.client.get_truth().snapshot.executions == before  # the refusal moved nothing
 
 
 def test_a_held_plan_waits_for_robostral_approve(cell: Cell) -> None:
