@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import cv2
@@ -114,22 +115,21 @@ def test_the_demo_scenes_do_not_hang_on_one_pixel_pattern() -> None:
     assert sorted(DEMO_ANSWERS) == sorted(step.key for step in model_steps)
     grounding = GroundingConfig(camera_pose=tuple(cell.reference_camera().pose7))
     backend = TransformersBackend(models_dir() / 'robostral-tiny', device='cpu', threads=1)
-    agent = Agent(backend, AgentConfig(grounding=grounding, max_frame_age_s=1e9))
+    config = AgentConfig(grounding=grounding, max_frame_age_s=1e9)
     rng = np.random.default_rng(0)
     wrong = []
-    with WorkCell() as wc:
+    with closing(Agent(backend, config)) as agent, WorkCell() as wc:
         for step in model_steps:
             view = datamod.render_view(wc, step.scene, rng, datamod.NO_RANDOMIZATION)
+            instruction = Instruction('demo-test', step.instruction, 'demo-test')
             for dx, dy in JITTER_PX:
                 rgb = shifted(view.rgb, dx, dy)
                 frame = Frame(rgb, view.depth, view.camera.intrinsics, Stamp(1, 0), 'camera')
-                instruction = Instruction('demo-test', step.instruction, 'demo-test')
                 outcome = agent.plan(instruction, lambda f=frame: f, Stamp(1, 0))
                 words = ' '.join(re.sub(r'<loc\d{4}>', ' ', outcome.text).split())
                 grounded = outcome.state == ('not_found' if words == 'none' else 'proposed')
                 if words != DEMO_ANSWERS[step.key] or not grounded:
                     wrong.append((step.key, (dx, dy), outcome.text, outcome.detail))
-    agent.close()
     assert wrong == []
 
 
