@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -329,11 +330,20 @@ def test_parameters_are_declared_read_only_with_descriptions(rig: Rig) -> None:
         assert descriptor.read_only, name
         assert descriptor.description, name
     (rate_range,) = node.describe_parameter('safety_ok_rate_hz').floating_point_range
-    assert rate_range.from_value == 20.0
-    assert node.config.safety_ok_rate_hz == 20.0
+    assert rate_range.from_value == 20.0  # the contract's floor
+    assert node.config.safety_ok_rate_hz == 50.0
     assert node.config.policy_file == str(config_file('safety_policy.yaml'))
-    result = node.set_parameters([Parameter('safety_ok_rate_hz', value=50.0)])[0]
+    result = node.set_parameters([Parameter('safety_ok_rate_hz', value=100.0)])[0]
     assert not result.successful
+
+
+def test_safety_ok_is_repeated_well_above_the_contracts_20_hz(rig: Rig) -> None:
+    """INTERFACES section 2: safety_ok at >= 20 Hz. The default is 50 Hz, so the 20 Hz
+    floor holds with room for late ticks (received over 1 s of spinning, in-process)."""
+    first, t0 = len(rig.safety), time.monotonic()
+    rig.spin(lambda: time.monotonic() - t0 >= 1.0, timeout_s=2.0)
+    rate = (len(rig.safety) - first) / (time.monotonic() - t0)
+    assert rate >= 20.0, rate
 
 
 def test_out_of_range_rate_falls_back_to_the_default(
@@ -342,7 +352,7 @@ def test_out_of_range_rate_falls_back_to_the_default(
     rig = Rig(ros_context, namespace, tmp_path, safety_ok_rate_hz=5.0)
     try:
         assert rig.node is not None
-        assert rig.node.config.safety_ok_rate_hz == 20.0
+        assert rig.node.config.safety_ok_rate_hz == 50.0
     finally:
         rig.close()
 

@@ -14,7 +14,10 @@ Parameters (read once at start; read-only):
   ``$ROS_HOME/robostral/<namespace>/supervisor_state.json``, ``ROS_HOME`` defaulting to
   ``~/.ros``; the namespace keeps cells on one machine apart).
 * ``audit_log``: the hash-chained audit log (default ``.../<namespace>/audit.jsonl``).
-* ``safety_ok_rate_hz``: how often ``robostral/safety_ok`` is repeated (20.0 to 1000.0).
+* ``safety_ok_rate_hz``: how often ``robostral/safety_ok`` is repeated (default 50.0, range
+  20.0 to 1000.0: the contract's floor is 20 Hz, but a stream at exactly the floor reads
+  just under it whenever a tick is late, and a consumer that stops on 100 ms of silence,
+  as the simulator's executor does, aborts a plan after two late ticks at 20 Hz).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from robostral_agent.safety.supervisor import Outcome, Supervisor
 
 NODE_NAME: Final = 'safety_supervisor'
 MIN_SAFETY_OK_RATE_HZ: Final = 20.0
+DEFAULT_SAFETY_OK_RATE_HZ: Final = 50.0
 MAX_SAFETY_OK_RATE_HZ: Final = 1000.0
 DIAGNOSTICS_PERIOD_S: Final = 1.0
 MARKERS_PERIOD_S: Final = 0.2  # markers follow decisions at most 5 times a second
@@ -165,7 +169,7 @@ class SupervisorNode(Node):
             ),
             safety_ok_rate_hz=self._declare(
                 'safety_ok_rate_hz',
-                MIN_SAFETY_OK_RATE_HZ,
+                DEFAULT_SAFETY_OK_RATE_HZ,
                 ParameterDescriptor(
                     type=ParameterType.PARAMETER_DOUBLE,
                     description='How often robostral/safety_ok is published (Hz).',
