@@ -262,13 +262,14 @@ def test_reset_is_refused_while_pressed_and_never_releases_earlier_goals(cell: C
     assert cell.verdict(cell.plan()).state == 'approved'
 
 
-def test_a_stale_proposal_from_before_the_reset_is_reported_once(tmp_path: Path) -> None:
+def test_a_stale_proposal_from_before_the_reset_fails_both_rules(tmp_path: Path) -> None:
     cell = Cell(tmp_path, reset=False)
     cell.now = T0 + 10 * S
     assert cell.sup.reset(cell.now).success
     cell.advance(0.5)
-    # Stamped 5 s ago, i.e. before the reset 0.5 s ago: the age rule already refuses it.
-    assert cell.verdict(cell.plan(age_s=5.0)).reasons == ('STALE_PROPOSAL',)
+    # Stamped 5 s ago, i.e. before the reset 0.5 s ago: too old, and from before the reset
+    # (a verdict lists every rule that failed, INTERFACES.md section 4).
+    assert cell.verdict(cell.plan(age_s=5.0)).reasons == ('STALE_PROPOSAL', 'ESTOP_LATCHED')
     # Stamped 1 s ago: fresh, but still from before the reset.
     assert cell.verdict(cell.plan(age_s=1.0)).reasons == ('ESTOP_LATCHED',)
     assert cell.verdict(cell.plan(age_s=0.4)).state == 'approved'

@@ -343,11 +343,10 @@ class Supervisor:
         )
         if self._latch.state == LATCHED:
             findings.add('ESTOP_LATCHED', f'latched: {self._latch.reason}')
-        # A stale proposal is already refused by the age rule; the reset rule is added for
-        # fresh ones (and at approval time, where the age rules do not apply), so a stale
-        # plan is not reported twice for the same fact.
-        already_stale = 'STALE_PROPOSAL' in findings.codes
-        if proposal.stamp.to_ns() < self._latch.last_reset_ns and not already_stale:
+        # A reset never releases a goal proposed before it (also at approval time, where the
+        # age rules do not apply). A verdict lists every rule that failed (INTERFACES.md
+        # section 4), so a stale proposal from before the reset carries both codes.
+        if proposal.stamp.to_ns() < self._latch.last_reset_ns:
             findings.add(
                 'ESTOP_LATCHED',
                 f'proposed at {proposal.stamp.to_seconds():.3f} s, before the last reset at '
