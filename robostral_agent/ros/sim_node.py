@@ -422,7 +422,9 @@ class SimNode(Node):
             unsafe = self._sim.recorder.check() if self._sim.loaded_policy else None
             sim_time = self._sim.time
             objects = len(self._sim.scene.objects)
-        status = DiagnosticStatus(name=f'{self.get_name()}: simulator', hardware_id='mujoco')
+        status = DiagnosticStatus(
+            name=f'{self.get_fully_qualified_name()}: simulator', hardware_id='mujoco'
+        )
         problems = list(self._problems)
         if self._scene_error:
             problems.append(f'scene refused: {self._scene_error}')
