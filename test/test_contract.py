@@ -360,6 +360,15 @@ def test_eval_case_rejections(path: list[Any], value: Any, field: str) -> None:
     assert err.value.field == field
 
 
+@pytest.mark.parametrize('outcome', ['not_found', 'refused'])
+def test_a_pick_place_case_that_must_not_move_needs_no_bin(outcome: str) -> None:
+    doc = eval_case_dict()
+    del doc['expect']['bin']
+    doc['expect']['outcome'] = outcome
+    case = c.decode_eval_case(doc)
+    assert case.expect.bin is None and case.expect.to_dict() == doc['expect']
+
+
 def test_home_eval_case_needs_no_object() -> None:
     case = c.decode_eval_case(
         {'scene': {'objects': []}, 'instruction': 'go home',

@@ -112,6 +112,17 @@ def test_no_motion_outcomes_are_correct_only_when_nothing_moved(sim: Simulation)
     assert j.observed == 'not_found' and j.motion and not j.correct
 
 
+def test_a_case_without_a_bin_that_was_placed_anyway_is_judged_not_crashed(
+    sim: Simulation,
+) -> None:
+    """A refused pick_place case may leave its bin out (nothing is to move); if a plan ran
+    anyway, the judge says failed with a reason instead of raising."""
+    before, after, status = _run(sim, plans.pick_place(CUBE, 'left'))
+    j = _executed(EvalExpect('refused', 'pick_place', RED_CUBE), before, after, status)
+    assert (j.observed, j.correct) == ('failed', False)
+    assert any('names no bin' in n for n in j.notes), j.notes
+
+
 def test_a_refused_success_case_is_a_false_refusal(sim: Simulation) -> None:
     sim.load_scene(SCENE)
     still = sim.snapshot()

@@ -98,7 +98,9 @@ def world_as_asked(after: Snapshot, expect: EvalExpect, policy: Policy) -> tuple
     if obj is None:
         return False, f'no {expect.object.color} {expect.object.shape} in the scene'  # type: ignore[union-attr]
     if expect.task == 'pick_place':
-        ok = object_in_bin(after, obj, expect.bin or '')
+        if expect.bin is None:  # only a case that must not move anything leaves it out
+            return False, 'the case names no bin: nothing was to be placed'
+        ok = object_in_bin(after, obj, expect.bin)
         where = f'{obj.label} at {_fmt(obj.position)}'
         return ok, '' if ok else f'{where}, not in the {expect.bin} bin'
     if expect.task == 'pick':
